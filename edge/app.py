@@ -1,0 +1,193 @@
+"""The composition root: every component is built here from Settings and run under one
+TaskGroup. Nothing else wires components or reaches for globals.
+
+Theory of operation
+-------------------
+Start, in order: the managed broker (and wait until it accepts connections), the bus (connects
+and reconnects by itself), the HTTP server; once the bus is connected, tell systemd READY=1 and
+start the watchdog pings.
+
+Stop (SIGTERM/SIGINT or :meth:`Hub.request_stop`), bounded by ``shutdown.grace_s``: STOPPING=1;
+the bus refuses new requests, lets in-flight ones finish, publishes the offline presence; then
+the components are cancelled in reverse order of start (bus before broker, so the broker saves a
+session that was closed cleanly); the HTTP server closes last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import signal
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import msgspec
+
+from edge.broker import BrokerSupervisor
+from edge.bus import Bus, RequestContext, RpcRouter, Topics
+from edge.console.server import Check, HealthSource, HttpServer, build_app
+from edge.metrics import Metrics
+from edge.settings import Settings
+from edge.systemd import Notifier
+
+log = logging.getLogger(__name__)
+
+
+def hub_version() -> str:
+    try:
+        return version("store-edge")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+class Hub:
+    def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.version = hub_version()
+        self.metrics = Metrics()
+        self.metrics.build.info(
+            {"version": self.version, "store_id": settings.store_id, "hub_id": settings.hub_id}
+        )
+        self.topics = Topics(settings.store_id)
+        self.notifier = notifier or Notifier()
+        self.broker: BrokerSupervisor | None = None
+        if settings.broker.mode == "managed":
+            self.broker = BrokerSupervisor(
+                settings.broker, state_dir=settings.state_dir, metrics=self.metrics
+            )
+        self.bus = Bus(
+            host=settings.broker.host,
+            port=settings.broker.port,
+            client_id=settings.client_id,
+            topics=self.topics,
+            hub_id=settings.hub_id,
+            version=self.version,
+            settings=settings.bus,
+            metrics=self.metrics,
+        )
+        self.rpc = RpcRouter(
+            bus=self.bus, topics=self.topics, settings=settings.bus, metrics=self.metrics
+        )
+        self.rpc.register("hub", "ping", self._ping)
+        self.http = HttpServer(
+            build_app(
+                HealthSource(identity=self.identity, checks=self.checks, metrics=self.metrics)
+            ),
+            settings.http.host,
+            settings.http.port,
+        )
+        self.started_at = time.monotonic()
+        self._stop = asyncio.Event()
+        self.ready = asyncio.Event()
+        """Set once every component has started and the bus is connected."""
+
+    # -- what the HTTP layer and the CLI see -------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "store_id": self.settings.store_id,
+            "hub_id": self.settings.hub_id,
+            "version": self.version,
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+        }
+
+    def checks(self) -> list[Check]:
+        checks = []
+        if self.broker is not None:
+            checks.append(
+                Check(
+                    "broker",
+                    self.broker.is_running,
+                    f"managed mosquitto pid {self.broker.pid}, restarts {self.broker.starts - 1}"
+                    if self.broker.is_running
+                    else "managed mosquitto not running",
+                )
+            )
+        where = f"{self.settings.broker.host}:{self.settings.broker.port}"
+        checks.append(
+            Check(
+                "bus",
+                self.bus.is_connected,
+                f"connected to {where}" if self.bus.is_connected else f"not connected to {where}",
+            )
+        )
+        return checks
+
+    # -- built-in methods --------------------------------------------------------------------
+
+    async def _ping(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
+        """``hub/rpc/ping``: echoes ``data`` back with the hub's time (a liveness probe for
+        registers, and the baseline method of the benchmarks)."""
+        return {"echo": msgspec.json.decode(data), "hub_time": dt.datetime.now(dt.UTC).isoformat()}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                started: list[asyncio.Task[None]] = []
+                try:
+                    if self.broker is not None:
+                        started.append(tg.create_task(self.broker.run(), name="broker"))
+                        await self._unless_stopped(
+                            self.broker.wait_ready(self.settings.broker.start_timeout_s + 5)
+                        )
+                    started.append(tg.create_task(self.bus.run(), name="bus"))
+                    await self.http.start()
+                    log.info("hub: http on %s", self.http.url)
+                    await self._unless_stopped(self.bus.wait_connected())
+                    if not self._stop.is_set():
+                        self.ready.set()
+                        self.notifier.notify("READY=1", "STATUS=ready")
+                        log.info("hub: ready (store %s)", self.settings.store_id)
+                        if self.notifier.watchdog_interval_s:
+                            started.append(tg.create_task(self._watchdog(), name="watchdog"))
+                    await self._stop.wait()
+                    log.info("hub: stopping")
+                    self.notifier.notify("STOPPING=1", "STATUS=stopping")
+                    await self.bus.stop(self.settings.shutdown.grace_s)
+                finally:
+                    for task in reversed(started):
+                        task.cancel()
+                        await asyncio.wait([task])
+        finally:
+            await self.http.stop()
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            log.info("hub: stopped")
+
+    async def _unless_stopped(self, awaitable: Any) -> None:
+        """Await ``awaitable`` unless a stop is requested first (then cancel it)."""
+        work = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+            elif not work.cancelled():
+                work.exception()  # retrieved: the TaskGroup reports the failing component
+        if not work.cancelled():
+            work.result()
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        assert interval is not None
+        while True:
+            self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)

@@ -1,0 +1,153 @@
+"""The ``edge`` command: what a technician types on the box.
+
+Exit codes (the same for every command, documented in docs/operations.md):
+
+- 0  success / ready
+- 1  the check ran and found a problem (hub not ready)
+- 2  bad usage or bad configuration
+- 3  the hub could not be reached
+- 4  the hub failed at run time (e.g. its broker could not start)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from edge.broker import BrokerError
+from edge.logs import setup_logging
+from edge.settings import Settings, SettingsError, load_settings
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_FAILED = 0, 1, 2, 3, 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge", description="store-edge hub")
+    parser.add_argument(
+        "--config", metavar="PATH", help="config file (default: $EDGE_CONFIG, /etc/edge/edge.toml)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", help="run the hub (what the systemd unit starts)")
+    demo = sub.add_parser("demo", help="run a hub with its broker on this machine, for a try-out")
+    demo.add_argument("--state-dir", default=".edge-state/demo", help="where the demo keeps state")
+
+    status = sub.add_parser("status", help="is the hub ready? (reads /readyz)")
+    status.add_argument("--url", help="hub HTTP address (default: from the config)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--timeout", type=float, default=3.0)
+
+    config = sub.add_parser("config", help="configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a config file without starting")
+    check.add_argument("path")
+    config_sub.add_parser("show", help="print the effective configuration (file + environment)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "config" and args.config_command == "check":
+            settings = load_settings(args.path)
+            print(f"{args.path}: OK (store {settings.store_id}, broker {settings.broker.mode})")
+            return EXIT_OK
+        if args.command == "demo":
+            return _demo(args)
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"edge: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "config":
+        print(json.dumps(msgspec.to_builtins(settings), indent=2))
+        return EXIT_OK
+    if args.command == "status":
+        return _status(settings, args)
+    return _run(settings)
+
+
+def _run(settings: Settings, *, on_ready: str | None = None) -> int:
+    from edge.app import Hub
+
+    setup_logging(settings.log.level, settings.log.format)
+
+    async def go() -> None:
+        hub = Hub(settings)
+        if on_ready is None:
+            await hub.run()
+            return
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(hub.run(), name="hub")
+            await hub.ready.wait()
+            print(on_ready.format(http=hub.http.url), flush=True)
+
+    failed: list[BaseException] = []
+    try:
+        asyncio.run(go())
+    except* BrokerError as group:
+        failed.extend(group.exceptions)
+    for exc in failed:
+        print(f"edge: broker: {exc}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    overrides = {"EDGE__STATE_DIR": args.state_dir}
+    settings = load_settings(args.config, env={**os.environ, **overrides})
+    banner = (
+        "\nstore-edge demo: hub and broker are up.\n"
+        "  status:   {http}/readyz   (or: edge status --url {http})\n"
+        "  health:   {http}/healthz\n"
+        "  metrics:  {http}/metrics\n"
+        f"  broker:   mqtt://{settings.broker.host}:{settings.broker.port} (hub), "
+        f"mqtt://{settings.broker.lan_bind}:{settings.broker.lan_port} (lanes)\n"
+        f"  ping:     store/{settings.store_id}/hub/rpc/ping (MQTT 5 request/response)\n"
+        "Press Ctrl-C to stop.\n"
+    )
+    return _run(settings, on_ready=banner)
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    url = (args.url or f"http://{settings.http.host}:{settings.http.port}").rstrip("/")
+    try:
+        body, code = _get_json(f"{url}/readyz", args.timeout)
+    except (OSError, ValueError) as exc:
+        if args.json:
+            print(json.dumps({"reachable": False, "url": url, "error": str(exc)}))
+        else:
+            print(f"hub at {url}: UNREACHABLE ({exc})")
+        return EXIT_UNREACHABLE
+    if args.json:
+        print(json.dumps({"reachable": True, "url": url, **body}))
+    else:
+        state = "READY" if body.get("ready") else "NOT READY"
+        print(
+            f"hub {body.get('hub_id')} of store {body.get('store_id')} at {url}: {state}"
+            f" (version {body.get('version')}, up {body.get('uptime_s')}s)"
+        )
+        for name, check in body.get("checks", {}).items():
+            mark = "ok  " if check.get("ok") else "FAIL"
+            print(f"  {mark} {name:<10} {check.get('detail', '')}")
+    return EXIT_OK if code == 200 and body.get("ready") else EXIT_PROBLEM
+
+
+def _get_json(url: str, timeout: float) -> tuple[dict[str, Any], int]:
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read()), response.status
+    except urllib.error.HTTPError as exc:  # 503 from /readyz still carries the checks
+        return json.loads(exc.read()), exc.code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

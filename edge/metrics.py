@@ -1,0 +1,55 @@
+"""Prometheus metrics of the hub, on a registry owned by the app (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class Metrics:
+    """Every metric the hub exports. One instance per app, built by edge.app."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.build = Info("edge_build", "Hub version and identity.", registry=r)
+        self.bus_connected = Gauge(
+            "edge_bus_connected", "1 while the hub is connected to its broker.", registry=r
+        )
+        self.bus_connects = Counter(
+            "edge_bus_connects", "Successful connections to the broker.", registry=r
+        )
+        self.bus_connection_failures = Counter(
+            "edge_bus_connection_failures",
+            "Connection attempts that failed or connections that were lost.",
+            registry=r,
+        )
+        self.requests = Counter(
+            "edge_requests",
+            "Requests answered, by method and outcome (ok or an error code).",
+            ["method", "outcome"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "edge_request_duration_seconds",
+            "Time from receiving a request to publishing its reply.",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests_unanswerable = Counter(
+            "edge_requests_unanswerable",
+            "Requests dropped because they carried no response topic.",
+            registry=r,
+        )
+        self.requests_inflight = Gauge(
+            "edge_requests_inflight", "Requests being handled now.", registry=r
+        )
+        self.broker_up = Gauge(
+            "edge_broker_up", "1 while the managed broker accepts connections.", registry=r
+        )
+        self.broker_restarts = Counter(
+            "edge_broker_restarts", "Times the managed broker was restarted.", registry=r
+        )

@@ -1,0 +1,62 @@
+"""JSON Schemas of the register-facing protocol, generated from the code's own types.
+
+``python -m edge.schemas [DIR]`` writes them to docs/schemas/ (``make schemas``); a test fails
+when the files there differ from what the code accepts, so the documentation cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from edge.bus.envelope import HubStatus, Reply, Request
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+
+
+def _schema(typ: Any, title: str, description: str) -> dict[str, Any]:
+    schema = msgspec.json.schema(typ)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": title,
+        "description": description,
+        **schema,
+    }
+
+
+def all_schemas() -> dict[str, dict[str, Any]]:
+    """File name -> schema, for every message a register sends or receives."""
+    return {
+        "request.json": _schema(
+            Request, "Request envelope", "Every request a register publishes on an rpc topic."
+        ),
+        "reply.json": _schema(
+            Reply, "Reply envelope", "Every reply the hub publishes to a response topic."
+        ),
+        "hub-status.json": _schema(
+            HubStatus, "Hub presence", "Retained on store/{store}/hub/status."
+        ),
+    }
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write(directory: Path = DEFAULT_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in all_schemas().items():
+        path = directory / name
+        path.write_text(render(schema))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # pragma: no cover
+    for path in write(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIR):
+        print(path)

@@ -1,0 +1,241 @@
+"""Typed hub configuration: one TOML file plus environment overrides.
+
+Theory of operation
+-------------------
+1. Find the file: ``--config PATH``, else ``$EDGE_CONFIG``, else ``/etc/edge/edge.toml`` if it
+   exists, else built-in defaults that work on a laptop (state under ``./.edge-state``).
+2. Parse it with :mod:`tomllib`.
+3. Overlay environment overrides: ``EDGE__SECTION__KEY=value`` sets ``[section] key``. The value
+   is read as a TOML value when it parses as one (``8080``, ``true``, ``"x"``, ``[1, 2]``) and as
+   a plain string otherwise, so ``EDGE__STORE_ID=store-042`` works without quotes.
+4. Convert to :class:`Settings` with msgspec (unknown keys are refused: a typo must not be
+   silently ignored), then run the cross-field checks.
+
+Every failure raises :class:`SettingsError` naming the file, the key and the reason, e.g.
+``/etc/edge/edge.toml: broker.port: Expected `int`, got `str```.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+DEFAULT_SYSTEM_CONFIG = Path("/etc/edge/edge.toml")
+ENV_CONFIG = "EDGE_CONFIG"
+ENV_PREFIX = "EDGE__"
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+class SettingsError(Exception):
+    """The configuration cannot be used. Not retryable: fix the file or the environment."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        self.source = source
+        self.key = key
+        self.reason = reason
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {reason}")
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class BrokerSettings(_Section):
+    """The local Mosquitto broker."""
+
+    mode: Literal["managed", "external"] = "managed"
+    host: str = "127.0.0.1"
+    """Where the hub's own client connects (the loopback listener in managed mode)."""
+    port: int = 11883
+    lan_bind: str = "127.0.0.1"
+    """Address of the listener for registers and peripherals (managed mode). On the appliance,
+    the store LAN address; the laptop default keeps it on loopback."""
+    lan_port: int = 11884
+    mosquitto_path: str = "mosquitto"
+    max_queued_messages: int = 100_000
+    """Per-client queue for offline persistent sessions. Large on purpose: Mosquitto drops
+    beyond it (and logs it); registers re-send unacknowledged work, so a drop is never silent
+    data loss, but it must not happen in a normal outage."""
+    max_packet_bytes: int = 4 * 1024 * 1024
+    persistent_client_expiration: str = "30d"
+    start_timeout_s: float = 10.0
+    restart_backoff_min_s: float = 0.2
+    restart_backoff_max_s: float = 30.0
+
+
+class BusSettings(_Section):
+    """The hub's MQTT client."""
+
+    client_id: str = ""
+    """Empty: ``edge-hub-<store_id>``. Must be stable: the broker keeps the session by it."""
+    keepalive_s: int = 15
+    session_expiry_s: int = 7 * 24 * 3600
+    """How long the broker keeps the hub's session (and queues its requests) while it is down."""
+    max_request_bytes: int = 256 * 1024
+    max_concurrent_requests: int = 256
+    reconnect_min_s: float = 0.1
+    reconnect_max_s: float = 10.0
+    request_timeout_s: float = 10.0
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8780
+
+
+class ShutdownSettings(_Section):
+    grace_s: float = 10.0
+    """Bound on a graceful stop: in-flight requests get this long to finish."""
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(_Section):
+    store_id: str = "store-001"
+    hub_id: str = "hub-1"
+    state_dir: Path = Path(".edge-state")
+    broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
+    bus: BusSettings = msgspec.field(default_factory=BusSettings)
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
+
+    @property
+    def client_id(self) -> str:
+        return self.bus.client_id or f"edge-hub-{self.store_id}"
+
+
+def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """Step 1: the file to read, or None for built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG])
+    if DEFAULT_SYSTEM_CONFIG.exists():
+        return DEFAULT_SYSTEM_CONFIG
+    return None
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Load, overlay the environment, validate. Raises :class:`SettingsError`."""
+    env = os.environ if env is None else env
+    config_path = find_config(path, env)
+    raw: dict[str, Any] = {}
+    source = "built-in defaults"
+    if config_path is not None:
+        source = str(config_path)
+        raw = _read_toml(config_path)
+    _apply_env(raw, env)
+    return settings_from_dict(raw, source)
+
+
+def settings_from_dict(raw: Mapping[str, Any], source: str) -> Settings:
+    """Steps 4: convert and check; errors name ``source`` and the dotted key."""
+    try:
+        settings = msgspec.convert(raw, Settings, dec_hook=_dec_hook, str_keys=True)
+    except msgspec.ValidationError as exc:
+        key, reason = _split_msgspec_error(str(exc))
+        raise SettingsError(source, key, reason) from None
+    _check(settings, source)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(str(path), "", "file not found") from None
+    except PermissionError:
+        raise SettingsError(str(path), "", "permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(str(path), "", f"not valid TOML: {exc}") from None
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or len(name) == len(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SettingsError(name, ".".join(parts), "is not a section")
+            node = child
+        node[parts[-1]] = _parse_env_value(value)
+
+
+def _parse_env_value(value: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _dec_hook(typ: type, obj: Any) -> Any:
+    if typ is Path and isinstance(obj, str):
+        return Path(obj)
+    raise NotImplementedError
+
+
+def _split_msgspec_error(message: str) -> tuple[str, str]:
+    # msgspec: "Expected `int`, got `str` - at `$.broker.port`"
+    reason, sep, where = message.rpartition(" - at `")
+    if not sep:
+        return "", message
+    key = where.rstrip("`").removeprefix("$").lstrip(".")
+    if reason.startswith("Object contains unknown field"):
+        field = reason.split("`")[1] if "`" in reason else ""
+        key = f"{key}.{field}" if key else field
+        reason = "unknown key (check the spelling)"
+    return key, reason
+
+
+def _check(s: Settings, source: str) -> None:
+    def bad(key: str, reason: str) -> SettingsError:
+        return SettingsError(source, key, reason)
+
+    for key, value in (("store_id", s.store_id), ("hub_id", s.hub_id)):
+        if not _ID_RE.match(value):
+            raise bad(key, "must be 1-63 letters, digits, '-' or '_' (it is used in MQTT topics)")
+    for key, port in (("broker.port", s.broker.port), ("broker.lan_port", s.broker.lan_port)):
+        if not 0 < port < 65536:
+            raise bad(key, f"{port} is not a TCP port (1-65535)")
+    if not 0 <= s.http.port < 65536:
+        raise bad("http.port", f"{s.http.port} is not a TCP port (0: any free port)")
+    if s.broker.mode == "managed" and s.broker.port == s.broker.lan_port:
+        raise bad("broker.lan_port", "must differ from broker.port")
+    positive = {
+        "broker.start_timeout_s": s.broker.start_timeout_s,
+        "broker.restart_backoff_min_s": s.broker.restart_backoff_min_s,
+        "bus.reconnect_min_s": s.bus.reconnect_min_s,
+        "bus.request_timeout_s": s.bus.request_timeout_s,
+        "shutdown.grace_s": s.shutdown.grace_s,
+    }
+    for key, limit in positive.items():
+        if limit <= 0:
+            raise bad(key, "must be greater than 0")
+    if s.broker.restart_backoff_max_s < s.broker.restart_backoff_min_s:
+        raise bad("broker.restart_backoff_max_s", "must be >= broker.restart_backoff_min_s")
+    if s.bus.reconnect_max_s < s.bus.reconnect_min_s:
+        raise bad("bus.reconnect_max_s", "must be >= bus.reconnect_min_s")
+    if not 1024 <= s.bus.max_request_bytes <= s.broker.max_packet_bytes:
+        raise bad("bus.max_request_bytes", "must be between 1024 and broker.max_packet_bytes")
+    if s.bus.max_concurrent_requests < 1:
+        raise bad("bus.max_concurrent_requests", "must be at least 1")
+    if not 5 <= s.bus.keepalive_s <= 3600:
+        raise bad("bus.keepalive_s", "must be between 5 and 3600 seconds")

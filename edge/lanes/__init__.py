@@ -1,0 +1,1 @@
+"""Registers (lanes): identity, lifecycle and presence."""

@@ -21,11 +21,9 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
 from edge.broker import BrokerError
 from edge.logs import setup_logging
-from edge.settings import Settings, SettingsError, load_settings
+from edge.settings import Settings, SettingsError, load_settings, redacted
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_FAILED = 0, 1, 2, 3, 4
 
@@ -45,6 +43,31 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--url", help="hub HTTP address (default: from the config)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--timeout", type=float, default=3.0)
+
+    outbox = sub.add_parser("outbox", help="the durable outbox to the cloud")
+    outbox.add_argument("--url", help="hub HTTP address (default: from the config)")
+    outbox.add_argument("--timeout", type=float, default=5.0)
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    ob_status = outbox_sub.add_parser("status", help="depth, oldest age, rates, breaker, parked")
+    ob_status.add_argument("--json", action="store_true")
+    ob_list = outbox_sub.add_parser("list", help="list items (pending by default)")
+    which = ob_list.add_mutually_exclusive_group()
+    which.add_argument("--parked", action="store_true", help="items the cloud refused")
+    which.add_argument("--delivered", action="store_true")
+    ob_list.add_argument("--limit", type=int, default=50)
+    ob_list.add_argument("--json", action="store_true")
+    ob_retry = outbox_sub.add_parser("retry", help="re-queue a parked item after fixing it")
+    target = ob_retry.add_mutually_exclusive_group(required=True)
+    target.add_argument("key", nargs="?", help="transaction id")
+    target.add_argument("--all-parked", action="store_true")
+    ob_retry.add_argument("--reason", default="retried by technician")
+    ob_retry.add_argument("--actor", default=None, help="who (default: your login)")
+    ob_retry.add_argument("--json", action="store_true")
+    ob_park = outbox_sub.add_parser("park", help="hold a pending item out of delivery")
+    ob_park.add_argument("key", help="transaction id")
+    ob_park.add_argument("--reason", required=True)
+    ob_park.add_argument("--actor", default=None, help="who (default: your login)")
+    ob_park.add_argument("--json", action="store_true")
 
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -68,10 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edge: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "config":
-        print(json.dumps(msgspec.to_builtins(settings), indent=2))
+        print(json.dumps(redacted(settings), indent=2))
         return EXIT_OK
     if args.command == "status":
         return _status(settings, args)
+    if args.command == "outbox":
+        from edge.outbox_cli import run_outbox_command
+
+        return run_outbox_command(_hub_url(settings, args.url), args)
     return _run(settings)
 
 
@@ -116,8 +143,12 @@ def _demo(args: argparse.Namespace) -> int:
     return _run(settings, on_ready=banner)
 
 
+def _hub_url(settings: Settings, explicit: str | None) -> str:
+    return (explicit or f"http://{settings.http.host}:{settings.http.port}").rstrip("/")
+
+
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    url = (args.url or f"http://{settings.http.host}:{settings.http.port}").rstrip("/")
+    url = _hub_url(settings, args.url)
     try:
         body, code = _get_json(f"{url}/readyz", args.timeout)
     except (OSError, ValueError) as exc:

@@ -53,3 +53,42 @@ class Metrics:
         self.broker_restarts = Counter(
             "edge_broker_restarts", "Times the managed broker was restarted.", registry=r
         )
+        self.outbox_accepted = Counter(
+            "edge_outbox_accepted",
+            "Transactions durably accepted (first time; re-sends not counted).",
+            registry=r,
+        )
+        self.outbox_delivered = Counter(
+            "edge_outbox_delivered", "Items the cloud confirmed.", registry=r
+        )
+        self.outbox_parked = Counter(
+            "edge_outbox_parked", "Items the cloud rejected (parked for review).", registry=r
+        )
+        self.outbox_retries = Counter(
+            "edge_outbox_retries",
+            "Delivery attempts to retry later, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "edge_outbox_pending", "Items waiting for delivery.", registry=r
+        )
+        self.outbox_parked_now = Gauge(
+            "edge_outbox_parked_items", "Items parked now, waiting for a technician.", registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            "edge_outbox_oldest_pending_age_seconds",
+            "Age of the oldest undelivered item (0 when empty).",
+            registry=r,
+        )
+        self.outbox_breaker_open = Gauge(
+            "edge_outbox_breaker_open", "1 while the WAN circuit breaker is open.", registry=r
+        )
+        self.outbox_db_bytes = Gauge(
+            "edge_outbox_db_bytes", "Size of the outbox file and its WAL.", registry=r
+        )
+        self.disk_free_bytes = Gauge(
+            "edge_state_disk_free_bytes",
+            "Free space of the state directory's filesystem.",
+            registry=r,
+        )

@@ -86,6 +86,45 @@ class BusSettings(_Section):
     request_timeout_s: float = 10.0
 
 
+class OutboxSettings(_Section):
+    """The durable store-wide outbox and its sender."""
+
+    enabled: bool = True
+    path: str = ""
+    """Empty: ``<state_dir>/outbox.db``."""
+    connector: Literal["none", "hq_http"] = "none"
+    """Where transactions go. "none": kept (and acknowledged) but not sent anywhere yet."""
+    min_free_bytes: int = 256 * 1024 * 1024
+    """Below this much free space the hub refuses new transactions (STORAGE_FULL)."""
+    retention_days: float = 14.0
+    """Delivered items are kept this long (for reconciliation), then pruned."""
+    max_group: int = 512
+    batch_max: int = 100
+    concurrency: int = 4
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 300.0
+    breaker_threshold: int = 3
+    breaker_cooldown_s: float = 2.0
+    breaker_cooldown_cap_s: float = 30.0
+    idle_poll_s: float = 1.0
+
+
+class HqHttpSettings(_Section):
+    """The generic HQ HTTPS JSON API (CloudEvents batch)."""
+
+    url: str = ""
+    token: str = ""
+    """Bearer token. A secret: set it from the environment (EDGE__UPLINK__HQ_HTTP__TOKEN) or a
+    credential file; it is never logged or shown."""
+    timeout_s: float = 10.0
+    max_batch: int = 100
+    max_concurrency: int = 4
+
+
+class UplinkSettings(_Section):
+    hq_http: HqHttpSettings = msgspec.field(default_factory=HqHttpSettings)
+
+
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8780
@@ -107,6 +146,8 @@ class Settings(_Section):
     state_dir: Path = Path(".edge-state")
     broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
     bus: BusSettings = msgspec.field(default_factory=BusSettings)
+    outbox: OutboxSettings = msgspec.field(default_factory=OutboxSettings)
+    uplink: UplinkSettings = msgspec.field(default_factory=UplinkSettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
@@ -114,6 +155,25 @@ class Settings(_Section):
     @property
     def client_id(self) -> str:
         return self.bus.client_id or f"edge-hub-{self.store_id}"
+
+    @property
+    def outbox_path(self) -> Path:
+        return Path(self.outbox.path) if self.outbox.path else self.state_dir / "outbox.db"
+
+
+SECRET_KEYS = frozenset({"token", "secret", "password", "consumer_secret", "token_secret"})
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with every secret replaced, for display and logs."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: ("***" if k in SECRET_KEYS and v else walk(v)) for k, v in node.items()}
+        return node
+
+    result: dict[str, Any] = walk(msgspec.to_builtins(settings))
+    return result
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
@@ -237,5 +297,18 @@ def _check(s: Settings, source: str) -> None:
         raise bad("bus.max_request_bytes", "must be between 1024 and broker.max_packet_bytes")
     if s.bus.max_concurrent_requests < 1:
         raise bad("bus.max_concurrent_requests", "must be at least 1")
+    o = s.outbox
+    for key, count in (
+        ("outbox.batch_max", o.batch_max),
+        ("outbox.concurrency", o.concurrency),
+        ("outbox.max_group", o.max_group),
+        ("outbox.breaker_threshold", o.breaker_threshold),
+    ):
+        if count < 1:
+            raise bad(key, "must be at least 1")
+    if o.min_free_bytes < 0:
+        raise bad("outbox.min_free_bytes", "must not be negative")
+    if o.connector == "hq_http" and not s.uplink.hq_http.url:
+        raise bad("uplink.hq_http.url", 'is required when outbox.connector = "hq_http"')
     if not 5 <= s.bus.keepalive_s <= 3600:
         raise bad("bus.keepalive_s", "must be between 5 and 3600 seconds")

@@ -1,0 +1,1 @@
+"""The durable store-wide outbox: intake, store, delivery policy and sender."""

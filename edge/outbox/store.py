@@ -1,0 +1,661 @@
+"""The durable outbox: SQLite (WAL, synchronous=FULL) in its own file, group commit.
+
+Theory of operation
+-------------------
+*Append* (the intake path, latency-critical). Callers ``await store.append(entry)``; entries
+queue for the single writer thread. The writer takes everything queued (up to
+``max_group``) and commits it in ONE transaction:
+
+1. ``BEGIN IMMEDIATE`` (take the write lock now, not at the first write);
+2. for each entry, insert it, or find the row already holding its key (a re-sent
+   transaction): same content digest -> the original sequence number (a duplicate, not a
+   second row); different content -> :class:`KeyConflict` for that entry only;
+3. ``COMMIT``: with ``synchronous=FULL`` the WAL is fsynced before this returns;
+4. only then resolve every caller's future. An ack sent by the intake therefore always means
+   "on disk".
+
+While one group is being fsynced the next one fills up, so throughput grows with the number of
+concurrent lanes (group commit) while a lone lane pays one fsync.
+
+If the commit fails (disk full, I/O error) the whole group is rolled back and every caller gets
+the error: nothing is half written. SQLITE_FULL becomes :class:`StorageFull` (retryable).
+
+*Delivery bookkeeping* (the sender): ``due`` reads pending items in sequence order,
+``mark_delivered`` / ``mark_retry`` / ``mark_parked`` record outcomes; operators ``retry``
+and ``park`` items with an audit row (who, why, when). All writes go through the same writer
+thread, so SQLite never sees two writers from this process.
+
+*Reads* for status and listings use a second connection on its own thread (WAL lets it read
+while the writer commits).
+
+Errors::
+
+    OutboxError                   base; ``retryable`` says whether trying again can help
+    ├── StorageFull               the disk (or the configured floor) is full; retryable
+    ├── KeyConflict               same key, different content; not retryable
+    ├── UnknownItem               an operator named an item that does not exist
+    └── StoreClosed               the store is closing/closed; retryable (after restart)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Status = Literal["pending", "delivered", "parked"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    key             TEXT    NOT NULL UNIQUE,
+    kind            TEXT    NOT NULL,
+    event_type      TEXT    NOT NULL,
+    lane            TEXT    NOT NULL,
+    depends_on      TEXT    NOT NULL,           -- JSON array of keys
+    payload         BLOB    NOT NULL,           -- canonical JSON of the transaction
+    digest          BLOB    NOT NULL,           -- sha256(payload)
+    flags           TEXT,                       -- JSON array of review flags, or NULL
+    accepted_at     REAL    NOT NULL,           -- wall clock, epoch seconds
+    status          TEXT    NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL    NOT NULL DEFAULT 0, -- wall clock, epoch seconds
+    last_error      TEXT,
+    record_id       TEXT,
+    delivered_at    REAL,
+    parked_at       REAL,
+    error_detail    TEXT                        -- JSON: the cloud's whole error
+);
+CREATE INDEX IF NOT EXISTS items_due ON items (next_attempt_at, seq) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS items_parked ON items (seq) WHERE status = 'parked';
+CREATE INDEX IF NOT EXISTS items_delivered ON items (delivered_at) WHERE status = 'delivered';
+CREATE TABLE IF NOT EXISTS audit (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      REAL NOT NULL,
+    key     TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    actor   TEXT NOT NULL,
+    reason  TEXT NOT NULL
+);
+"""
+
+
+class OutboxError(Exception):
+    retryable = False
+
+
+class StorageFull(OutboxError):
+    retryable = True
+
+
+class KeyConflict(OutboxError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key!r} was already accepted with different content")
+        self.key = key
+
+
+class UnknownItem(OutboxError):
+    pass
+
+
+class StoreClosed(OutboxError):
+    retryable = True
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What the intake appends: one validated transaction."""
+
+    key: str
+    kind: str
+    event_type: str
+    lane: str
+    payload: bytes
+    depends_on: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.payload).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    seq: int
+    duplicate: bool
+    """True: the key was already in the outbox with the same content (a re-sent transaction);
+    ``seq`` is the original one."""
+    accepted_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A row, as the sender and the operator surface see it."""
+
+    seq: int
+    key: str
+    kind: str
+    event_type: str
+    lane: str
+    depends_on: tuple[str, ...]
+    payload: bytes
+    accepted_at: float
+    status: Status
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    record_id: str | None = None
+    delivered_at: float | None = None
+    parked_at: float | None = None
+    error_detail: Any = None
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    pending: int
+    parked: int
+    delivered: int
+    oldest_pending_at: float | None
+    db_bytes: int
+
+
+@dataclass(slots=True)
+class _Append:
+    entry: Entry
+    now: float
+    future: asyncio.Future[Appended] = field(repr=False)
+
+
+_ITEM_COLUMNS = (
+    "seq, key, kind, event_type, lane, depends_on, payload, accepted_at, status, attempts, "
+    "next_attempt_at, last_error, record_id, delivered_at, parked_at, error_detail, flags"
+)
+
+
+def _item(row: sqlite3.Row) -> Item:
+    return Item(
+        seq=row["seq"],
+        key=row["key"],
+        kind=row["kind"],
+        event_type=row["event_type"],
+        lane=row["lane"],
+        depends_on=tuple(json.loads(row["depends_on"])),
+        payload=bytes(row["payload"]),
+        accepted_at=row["accepted_at"],
+        status=row["status"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_error=row["last_error"],
+        record_id=row["record_id"],
+        delivered_at=row["delivered_at"],
+        parked_at=row["parked_at"],
+        error_detail=json.loads(row["error_detail"]) if row["error_detail"] else None,
+        flags=tuple(json.loads(row["flags"])) if row["flags"] else (),
+    )
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    # On SQLITE_FULL and some I/O errors SQLite has already rolled the transaction back; a
+    # second ROLLBACK would fail and hide the real error.
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
+
+
+class OutboxStore:
+    """The outbox file. Open with :meth:`open`, close with :meth:`close`.
+
+    Calling contract: all methods are coroutines for the event loop; the SQLite work runs on the
+    store's own threads (one writer, one reader), never on the loop.
+    """
+
+    def __init__(
+        self, path: Path, *, max_group: int = 512, max_page_count: int | None = None
+    ) -> None:
+        self.path = path
+        self._max_group = max_group
+        self._max_page_count = max_page_count
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-writer")
+        self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-reader")
+        self._local = threading.local()
+        self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()  # None: close
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closed = True
+        self.groups_committed = 0
+        self.entries_committed = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await self._on_writer(self._init_schema)
+        await self._on_reader(lambda db: None)
+        self._closed = False
+        self._writer_task = asyncio.create_task(self._group_commit_loop(), name="outbox-writer")
+
+    async def close(self) -> None:
+        """Finish appends already queued, then close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer_task is not None:
+            # Appends queued before the close are still written: their callers wait for an ack.
+            self._queue.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+        for pool in (self._writer_pool, self._reader_pool):
+            await asyncio.get_running_loop().run_in_executor(pool, self._close_local)
+            pool.shutdown(wait=True)
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closed
+
+    # -- append (group commit) ----------------------------------------------------------------
+
+    async def append(self, entry: Entry, *, now: float) -> Appended:
+        """Durably append ``entry`` (or find it); returns once it is committed to disk.
+
+        Raises :class:`KeyConflict`, :class:`StorageFull`, :class:`StoreClosed`. The future is
+        shielded: a caller cancelled mid-commit does not cancel the commit of the others.
+        """
+        if self._closed:
+            raise StoreClosed("the outbox is not open")
+        future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Append(entry, now, future))
+        return await asyncio.shield(future)
+
+    async def _group_commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        closing = False
+        while not closing:
+            first = await self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < self._max_group and not self._queue.empty():
+                queued = self._queue.get_nowait()
+                if queued is None:
+                    closing = True
+                    break
+                group.append(queued)
+            try:
+                results = await loop.run_in_executor(
+                    self._writer_pool, self._write_group, [(a.entry, a.now) for a in group]
+                )
+            except Exception as exc:  # the whole group failed and was rolled back
+                error: Exception = exc
+                if isinstance(exc, sqlite3.Error):
+                    error = (
+                        StorageFull(f"outbox storage full: {exc}")
+                        if _is_full(exc)
+                        else OutboxError(f"outbox write failed: {exc}")
+                    )
+                    log.error("outbox: group of %d rolled back: %s", len(group), exc)
+                for pending in group:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
+                continue
+            self.groups_committed += 1
+            self.entries_committed += len(group)
+            for pending, result in zip(group, results, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    pending.future.set_exception(result)
+                else:
+                    pending.future.set_result(result)
+
+    def _write_group(self, group: Sequence[tuple[Entry, float]]) -> list[Appended | Exception]:
+        db = self._db()
+        results: list[Appended | Exception] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for entry, now in group:
+                digest = entry.digest
+                cursor = db.execute(
+                    "INSERT INTO items (key, kind, event_type, lane, depends_on, payload, digest,"
+                    " flags, accepted_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT(key) DO NOTHING",
+                    (
+                        entry.key,
+                        entry.kind,
+                        entry.event_type,
+                        entry.lane,
+                        json.dumps(list(entry.depends_on)),
+                        entry.payload,
+                        digest,
+                        json.dumps(list(entry.flags)) if entry.flags else None,
+                        now,
+                        now,
+                    ),
+                )
+                if cursor.rowcount == 1:
+                    assert cursor.lastrowid is not None
+                    results.append(Appended(cursor.lastrowid, False, now))
+                    continue
+                row = db.execute(
+                    "SELECT seq, digest, accepted_at FROM items WHERE key = ?", (entry.key,)
+                ).fetchone()
+                if bytes(row["digest"]) == digest:
+                    results.append(Appended(row["seq"], True, row["accepted_at"]))
+                else:
+                    results.append(KeyConflict(entry.key))
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        return results
+
+    # -- sender bookkeeping -------------------------------------------------------------------
+
+    async def due(self, now: float, limit: int) -> list[Item]:
+        """Pending items whose next attempt is due, in sequence order."""
+        return await self._on_reader(
+            lambda db: [
+                _item(r)
+                for r in db.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM items WHERE status = 'pending'"
+                    " AND next_attempt_at <= ? ORDER BY seq LIMIT ?",
+                    (now, limit),
+                )
+            ]
+        )
+
+    async def next_due_at(self) -> float | None:
+        """When the earliest pending item becomes due (None: nothing pending)."""
+        row = await self._on_reader(
+            lambda db: db.execute(
+                "SELECT MIN(next_attempt_at) AS at FROM items WHERE status = 'pending'"
+            ).fetchone()
+        )
+        return None if row["at"] is None else float(row["at"])
+
+    async def statuses(self, keys: Iterable[str]) -> dict[str, Status]:
+        """Status of each key present in the outbox (absent keys are left out)."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+
+        def query(db: sqlite3.Connection) -> dict[str, Status]:
+            found: dict[str, Status] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in db.execute(
+                    f"SELECT key, status FROM items WHERE key IN ({marks})", chunk
+                ):
+                    found[row["key"]] = row["status"]
+            return found
+
+        return await self._on_reader(query)
+
+    async def mark_delivered(self, results: Sequence[tuple[int, str]], *, now: float) -> None:
+        """(seq, record_id) pairs delivered to the cloud."""
+        await self._write(
+            lambda db: db.executemany(
+                "UPDATE items SET status = 'delivered', record_id = ?, delivered_at = ?,"
+                " attempts = attempts + 1, last_error = NULL WHERE seq = ? AND status = 'pending'",
+                [(record_id, now, seq) for seq, record_id in results],
+            )
+        )
+
+    async def mark_retry(self, updates: Sequence[tuple[int, int, float, str]]) -> None:
+        """(seq, attempts, next_attempt_at, error) for items to try again later."""
+        await self._write(
+            lambda db: db.executemany(
+                "UPDATE items SET attempts = ?, next_attempt_at = ?, last_error = ?"
+                " WHERE seq = ? AND status = 'pending'",
+                [(attempts, at, error, seq) for seq, attempts, at, error in updates],
+            )
+        )
+
+    async def mark_parked(
+        self, parked: Sequence[tuple[int, str, Any]], *, now: float, actor: str = "cloud"
+    ) -> None:
+        """(seq, reason, detail): the cloud rejected these; keep its whole error."""
+
+        def write(db: sqlite3.Connection) -> None:
+            for seq, reason, detail in parked:
+                row = db.execute(
+                    "UPDATE items SET status = 'parked', parked_at = ?, attempts = attempts + 1,"
+                    " last_error = ?, error_detail = ? WHERE seq = ? AND status = 'pending'"
+                    " RETURNING key",
+                    (now, reason, json.dumps(detail) if detail is not None else None, seq),
+                ).fetchone()
+                if row is not None:
+                    self._audit(db, now, row["key"], "parked", actor, reason)
+
+        await self._write(write)
+
+    async def release_backoff(self, seqs: Sequence[int], *, now: float) -> None:
+        """Make these pending items due now (the WAN came back)."""
+        await self._write(
+            lambda db: db.executemany(
+                "UPDATE items SET next_attempt_at = ? WHERE seq = ? AND status = 'pending'",
+                [(now, seq) for seq in seqs],
+            )
+        )
+
+    # -- operators -----------------------------------------------------------------------------
+
+    async def retry(self, key: str, *, actor: str, reason: str, now: float) -> Item:
+        """Re-queue a parked item (after the cause was fixed upstream)."""
+        return await self._operator(key, "retry", actor, reason, now)
+
+    async def park(self, key: str, *, actor: str, reason: str, now: float) -> Item:
+        """Take a pending item out of delivery until a technician retries it."""
+        return await self._operator(key, "park", actor, reason, now)
+
+    async def retry_all_parked(self, *, actor: str, reason: str, now: float) -> int:
+        def write(db: sqlite3.Connection) -> int:
+            keys = [r["key"] for r in db.execute("SELECT key FROM items WHERE status='parked'")]
+            db.execute(
+                "UPDATE items SET status = 'pending', next_attempt_at = ?, parked_at = NULL"
+                " WHERE status = 'parked'",
+                (now,),
+            )
+            for key in keys:
+                self._audit(db, now, key, "retry", actor, reason)
+            return len(keys)
+
+        return await self._write(write)
+
+    async def _operator(self, key: str, action: str, actor: str, reason: str, now: float) -> Item:
+        def write(db: sqlite3.Connection) -> Item:
+            row = db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                raise UnknownItem(f"no outbox item {key!r}")
+            item = _item(row)
+            if action == "retry":
+                if item.status != "parked":
+                    raise UnknownItem(f"{key!r} is {item.status}, not parked")
+                db.execute(
+                    "UPDATE items SET status = 'pending', next_attempt_at = ?, parked_at = NULL"
+                    " WHERE key = ?",
+                    (now, key),
+                )
+            else:
+                if item.status != "pending":
+                    raise UnknownItem(f"{key!r} is {item.status}, not pending")
+                db.execute(
+                    "UPDATE items SET status = 'parked', parked_at = ?, last_error = ?"
+                    " WHERE key = ?",
+                    (now, f"parked by {actor}: {reason}", key),
+                )
+            self._audit(db, now, key, action, actor, reason)
+            row = db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE key = ?", (key,)).fetchone()
+            return _item(row)
+
+        return await self._write(write)
+
+    @staticmethod
+    def _audit(
+        db: sqlite3.Connection, now: float, key: str, action: str, actor: str, reason: str
+    ) -> None:
+        db.execute(
+            "INSERT INTO audit (at, key, action, actor, reason) VALUES (?, ?, ?, ?, ?)",
+            (now, key, action, actor, reason),
+        )
+        log.info("outbox: %s %s by %s: %s", action, key, actor, reason)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Item | None:
+        row = await self._on_reader(
+            lambda db: db.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE key = ?", (key,)
+            ).fetchone()
+        )
+        return None if row is None else _item(row)
+
+    async def list_items(
+        self, status: Status, *, limit: int = 100, after_seq: int = 0
+    ) -> list[Item]:
+        return await self._on_reader(
+            lambda db: [
+                _item(r)
+                for r in db.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM items WHERE status = ? AND seq > ?"
+                    " ORDER BY seq LIMIT ?",
+                    (status, after_seq, limit),
+                )
+            ]
+        )
+
+    async def audit_log(self, key: str | None = None) -> list[dict[str, Any]]:
+        def query(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            sql = "SELECT at, key, action, actor, reason FROM audit"
+            rows = (
+                db.execute(sql + " WHERE key = ? ORDER BY id", (key,))
+                if key
+                else db.execute(sql + " ORDER BY id")
+            )
+            return [dict(r) for r in rows]
+
+        return await self._on_reader(query)
+
+    async def stats(self) -> Stats:
+        def query(db: sqlite3.Connection) -> Stats:
+            counts = dict.fromkeys(("pending", "parked", "delivered"), 0)
+            for row in db.execute("SELECT status, COUNT(*) AS n FROM items GROUP BY status"):
+                counts[row["status"]] = row["n"]
+            oldest = db.execute(
+                "SELECT MIN(accepted_at) AS at FROM items WHERE status = 'pending'"
+            ).fetchone()["at"]
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+            size = db.execute("PRAGMA page_size").fetchone()[0]
+            return Stats(
+                pending=counts["pending"],
+                parked=counts["parked"],
+                delivered=counts["delivered"],
+                oldest_pending_at=oldest,
+                db_bytes=pages * size + self._wal_size(),
+            )
+
+        return await self._on_reader(query)
+
+    async def prune_delivered(self, *, older_than: float) -> int:
+        """Delete delivered items delivered before ``older_than``; returns how many."""
+        return await self._write(
+            lambda db: (
+                db.execute(
+                    "DELETE FROM items WHERE status = 'delivered' AND delivered_at < ?",
+                    (older_than,),
+                ).rowcount
+            )
+        )
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _wal_size(self) -> int:
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            return wal.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA busy_timeout = 5000")
+            db.execute("PRAGMA foreign_keys = ON")
+            if self._max_page_count is not None:
+                db.execute(f"PRAGMA max_page_count = {int(self._max_page_count)}")
+            self._local.db = db
+        return db
+
+    def _close_local(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    def _init_schema(self, db: sqlite3.Connection) -> None:
+        db.executescript(_SCHEMA)
+        row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        if row is None:
+            db.execute(
+                "INSERT INTO meta (name, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        elif int(row["value"]) > SCHEMA_VERSION:
+            raise OutboxError(
+                f"{self.path} has schema version {row['value']}, newer than this hub "
+                f"({SCHEMA_VERSION}): downgrade refused"
+            )
+
+    async def _on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._writer_pool, lambda: fn(self._db())
+        )
+
+    async def _on_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader_pool, lambda: fn(self._db())
+        )
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """One write transaction on the writer thread (serialised with the group commits)."""
+
+        def run(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+            return result
+
+        try:
+            return await self._on_writer(run)
+        except sqlite3.Error as exc:
+            if _is_full(exc):
+                raise StorageFull(f"outbox storage full: {exc}") from exc
+            raise

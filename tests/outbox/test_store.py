@@ -1,0 +1,201 @@
+"""The outbox file: durable appends with group commit, idempotency, full disk, bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edge.outbox.store import Entry, KeyConflict, OutboxStore, StorageFull, UnknownItem
+
+T0 = 1_800_000_000.0
+
+
+def entry(key: str, body: str = "x", **kw: object) -> Entry:
+    payload = json.dumps({"txn_id": key, "body": body}).encode()
+    return Entry(
+        key=key,
+        kind="sale",
+        event_type="com.storeedge.sale.v1",
+        lane="lane-1",
+        payload=payload,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> OutboxStore:
+    s = OutboxStore(tmp_path / "outbox.db")
+    await s.open()
+    yield s  # type: ignore[misc]
+    await s.close()
+
+
+def rows(path: Path) -> list[tuple[int, str, str]]:
+    with sqlite3.connect(path) as db:
+        return list(db.execute("SELECT seq, key, status FROM items ORDER BY seq"))
+
+
+async def test_append_is_on_disk_when_it_returns(tmp_path: Path) -> None:
+    """The ack promise: once append returns, another connection (another process after a
+    crash) sees the row."""
+    s = OutboxStore(tmp_path / "outbox.db")
+    await s.open()
+    appended = await s.append(entry("t-1"), now=T0)
+    assert rows(tmp_path / "outbox.db") == [(appended.seq, "t-1", "pending")]
+    await s.close()
+    with sqlite3.connect(tmp_path / "outbox.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_resent_transaction_gets_its_original_seq_and_no_second_row(
+    store: OutboxStore,
+) -> None:
+    first = await store.append(entry("t-1"), now=T0)
+    again = await store.append(entry("t-1"), now=T0 + 60)
+    assert again.seq == first.seq
+    assert again.duplicate is True
+    assert first.duplicate is False
+    assert again.accepted_at == T0
+    assert rows(store.path) == [(first.seq, "t-1", "pending")]
+
+
+async def test_same_id_different_content_is_a_conflict_only_for_that_entry(
+    store: OutboxStore,
+) -> None:
+    """A register reusing an id for another sale is refused; lanes in the same commit group
+    are not affected."""
+    await store.append(entry("t-1", "original"), now=T0)
+    results = await asyncio.gather(
+        store.append(entry("t-1", "different"), now=T0),
+        store.append(entry("t-2"), now=T0),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], KeyConflict)
+    assert not isinstance(results[1], BaseException)
+    assert [k for _, k, _ in rows(store.path)] == ["t-1", "t-2"]
+    item = await store.get("t-1")
+    assert item is not None
+    assert json.loads(item.payload)["body"] == "original"
+
+
+async def test_concurrent_appends_share_commits(store: OutboxStore) -> None:
+    """Group commit: 300 concurrent appends need far fewer than 300 commits (fsyncs), and each
+    caller gets its own distinct sequence number."""
+    results = await asyncio.gather(*(store.append(entry(f"t-{i}"), now=T0) for i in range(300)))
+    seqs = [r.seq for r in results]
+    assert len(set(seqs)) == 300
+    assert store.entries_committed == 300
+    assert store.groups_committed < 100
+
+
+async def test_full_disk_refuses_whole_group_and_recovers(tmp_path: Path) -> None:
+    """SQLITE_FULL (the file cannot grow) fails the appends with the retryable StorageFull,
+    leaves no partial write, and appends work again once space is back."""
+    path = tmp_path / "outbox.db"
+    s = OutboxStore(path, max_page_count=40)
+    await s.open()
+    big = "y" * 3000
+    accepted = 0
+    refusal: StorageFull | None = None
+    for i in range(1000):
+        try:
+            await s.append(entry(f"t-{i}", big), now=T0)
+        except StorageFull as exc:
+            refusal = exc
+            break
+        accepted += 1
+    assert refusal is not None, "the file was never full"
+    assert refusal.retryable
+    assert accepted > 0
+    assert len(rows(path)) == accepted, "a refused append must leave nothing behind"
+    await s.close()
+    roomy = OutboxStore(path)
+    await roomy.open()
+    await roomy.append(entry("after", big), now=T0)
+    assert len(rows(path)) == accepted + 1
+    await roomy.close()
+
+
+async def test_due_respects_backoff_and_order(store: OutboxStore) -> None:
+    for i in range(5):
+        await store.append(entry(f"t-{i}"), now=T0)
+    items = await store.due(T0, 10)
+    assert [i.key for i in items] == [f"t-{i}" for i in range(5)]
+    await store.mark_retry([(items[0].seq, 1, T0 + 30, "timeout")])
+    assert [i.key for i in await store.due(T0 + 1, 10)] == ["t-1", "t-2", "t-3", "t-4"]
+    assert [i.key for i in await store.due(T0 + 31, 2)] == ["t-0", "t-1"]
+    assert await store.next_due_at() == T0
+
+
+async def test_outcomes_are_recorded(store: OutboxStore) -> None:
+    a = await store.append(entry("a"), now=T0)
+    b = await store.append(entry("b"), now=T0)
+    await store.mark_delivered([(a.seq, "cashSale/17")], now=T0 + 5)
+    await store.mark_parked(
+        [(b.seq, "ITEM_UNKNOWN: item 9 is unknown", {"o:errorCode": "X"})], now=T0 + 5
+    )
+    got_a, got_b = await store.get("a"), await store.get("b")
+    assert got_a is not None
+    assert got_b is not None
+    assert (got_a.status, got_a.record_id, got_a.delivered_at) == (
+        "delivered",
+        "cashSale/17",
+        T0 + 5,
+    )
+    assert got_b.status == "parked"
+    assert got_b.error_detail == {"o:errorCode": "X"}
+    assert await store.statuses(["a", "b", "zz"]) == {"a": "delivered", "b": "parked"}
+    stats = await store.stats()
+    assert (stats.pending, stats.parked, stats.delivered) == (0, 1, 1)
+    assert stats.db_bytes > 0
+    # A late duplicate outcome for an item no longer pending changes nothing.
+    await store.mark_retry([(a.seq, 9, T0 + 99, "late")])
+    assert (await store.get("a")).status == "delivered"  # type: ignore[union-attr]
+
+
+async def test_operator_retry_and_park_are_audited(store: OutboxStore) -> None:
+    a = await store.append(entry("a"), now=T0)
+    await store.append(entry("b"), now=T0)
+    await store.mark_parked([(a.seq, "rejected", None)], now=T0)
+    item = await store.retry("a", actor="tech:ana", reason="item mapped in NetSuite", now=T0 + 9)
+    assert (item.status, item.next_attempt_at) == ("pending", T0 + 9)
+    parked = await store.park("b", actor="tech:ana", reason="duplicate till", now=T0 + 10)
+    assert parked.status == "parked"
+    with pytest.raises(UnknownItem):
+        await store.retry("a", actor="tech:ana", reason="again", now=T0)
+    with pytest.raises(UnknownItem):
+        await store.park("nope", actor="tech:ana", reason="x", now=T0)
+    assert await store.retry_all_parked(actor="tech:bo", reason="bulk", now=T0 + 11) == 1
+    log = await store.audit_log()
+    assert [(e["key"], e["action"], e["actor"]) for e in log] == [
+        ("a", "parked", "cloud"),
+        ("a", "retry", "tech:ana"),
+        ("b", "park", "tech:ana"),
+        ("b", "retry", "tech:bo"),
+    ]
+
+
+async def test_prune_removes_only_old_delivered(store: OutboxStore) -> None:
+    old = await store.append(entry("old"), now=T0)
+    new = await store.append(entry("new"), now=T0)
+    await store.append(entry("pending"), now=T0)
+    await store.mark_delivered([(old.seq, "r1")], now=T0)
+    await store.mark_delivered([(new.seq, "r2")], now=T0 + 86400)
+    assert await store.prune_delivered(older_than=T0 + 3600) == 1
+    assert [k for _, k, _ in rows(store.path)] == ["new", "pending"]
+
+
+async def test_close_finishes_queued_appends(tmp_path: Path) -> None:
+    """Appends queued when the hub stops are still written and acknowledged."""
+    s = OutboxStore(tmp_path / "outbox.db")
+    await s.open()
+    tasks = [asyncio.create_task(s.append(entry(f"t-{i}"), now=T0)) for i in range(50)]
+    await asyncio.sleep(0)
+    await s.close()
+    results = await asyncio.gather(*tasks)
+    assert len({r.seq for r in results}) == 50
+    assert len(rows(tmp_path / "outbox.db")) == 50

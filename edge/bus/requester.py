@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 
 from edge.bus.client import Message
 from edge.bus.envelope import ENVELOPE_VERSION, Reply, encode
+from edge.bus.errors import BusUnavailable
 
 _reply_decoder = msgspec.json.Decoder(Reply)
 
@@ -57,8 +58,11 @@ class Requester:
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
-        await self._client.__aenter__()
-        await self._client.subscribe(self.reply_topic, qos=1)
+        try:
+            await self._client.__aenter__()
+            await self._client.subscribe(self.reply_topic, qos=1)
+        except aiomqtt.MqttError as exc:
+            raise BusUnavailable(f"cannot reach the broker: {exc}") from exc
         self._reader = asyncio.create_task(self._read(), name=f"requester:{self.client_id}")
         return self
 
@@ -122,6 +126,9 @@ class Requester:
         props.CorrelationData = correlation
         try:
             await self._client.publish(topic, payload, qos=1, properties=props)
+        except aiomqtt.MqttError as exc:
+            future.cancel()
+            raise BusUnavailable(f"publish failed: {exc}") from exc
         except BaseException:
             future.cancel()
             raise

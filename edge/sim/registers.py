@@ -1,0 +1,196 @@
+"""A simulated register fleet: lanes that ring up valid sales and hand them to the hub the way
+a well-behaved register does (used by the demo, the tests and the benchmarks).
+
+A :class:`SimLane` keeps every transaction it rang up until the hub acknowledged it, and
+re-sends on timeout or a retryable error, forever (a register's journal): so after any crash,
+restart or outage, ``acked`` is exactly the set of transactions the hub promised to keep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from edge.bus import Requester, Topics
+from edge.bus.errors import BusError
+
+log = logging.getLogger(__name__)
+
+CENT = Decimal("0.01")
+CATALOGUE = [
+    ("SKU-COFFEE-250", "Coffee beans 250 g", Decimal("4.50"), Decimal("0.07")),
+    ("SKU-MUG", "Mug", Decimal("9.90"), Decimal("0.19")),
+    ("012345678905", "Oat bar 6-pack", Decimal("3.49"), Decimal("0.07")),
+    ("4006381333931", "Gouda", Decimal("12.99"), Decimal("0.07")),
+    ("SKU-BREAD", "Sourdough loaf", Decimal("3.20"), Decimal("0.07")),
+    ("SKU-WINE-RED", "Red wine 0.75 l", Decimal("8.95"), Decimal("0.19")),
+]
+
+
+def _money(value: Decimal) -> str:
+    return str(value.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def make_sale(
+    *, store_id: str, lane_id: str, number: int, rng: random.Random, txn_prefix: str = ""
+) -> dict[str, Any]:
+    """A valid, reconciling sale (tax exclusive), paid by cash or card token."""
+    lines = []
+    subtotal = tax_total = Decimal(0)
+    for line_no in range(1, rng.randint(1, 4) + 1):
+        sku, name, price, rate = rng.choice(CATALOGUE)
+        quantity = rng.randint(1, 3)
+        amount = (price * quantity).quantize(CENT, rounding=ROUND_HALF_UP)
+        tax = (amount * rate).quantize(CENT, rounding=ROUND_HALF_UP)
+        subtotal += amount
+        tax_total += tax
+        lines.append(
+            {
+                "line_no": line_no,
+                "sku": sku,
+                "description": name,
+                "quantity": str(quantity),
+                "unit_price": _money(price),
+                "amount": _money(amount),
+                "tax": {"code": f"VAT-{int(rate * 100)}", "rate": str(rate), "amount": _money(tax)},
+            }
+        )
+    total = subtotal + tax_total
+    if rng.random() < 0.5:
+        tendered = (total / 5).to_integral_value(rounding="ROUND_CEILING") * 5
+        change = tendered - total
+        tenders = [{"type": "cash", "amount": _money(tendered), "change": _money(change)}]
+    else:
+        tendered, change = total, Decimal(0)
+        tenders = [
+            {
+                "type": "card",
+                "amount": _money(total),
+                "auth_code": f"A{rng.randint(10000, 99999)}",
+                "token": f"tok_{rng.getrandbits(64):016x}",
+                "card_brand": "visa",
+                "last4": f"{rng.randint(0, 9999):04d}",
+            }
+        ]
+    return {
+        "kind": "sale",
+        "txn_id": f"{txn_prefix}{store_id}-{lane_id}-{number:07d}",
+        "store_id": store_id,
+        "lane_id": lane_id,
+        "operator_id": "op-1",
+        "register_time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "currency": "EUR",
+        "receipt_no": f"{number:06d}",
+        "lines": lines,
+        "tenders": tenders,
+        "totals": {
+            "subtotal": _money(subtotal),
+            "discount_total": "0.00",
+            "tax_total": _money(tax_total),
+            "total": _money(total),
+            "tendered": _money(tendered),
+            "change": _money(change),
+        },
+    }
+
+
+@dataclass
+class LaneStats:
+    rung: int = 0
+    acked: set[str] = field(default_factory=set)
+    refused: dict[str, str] = field(default_factory=dict)
+    """Transactions the hub refused for good (should stay empty with valid sales)."""
+    resends: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+class SimLane:
+    """One register: rings up ``count`` sales (or until stopped), at ``interval_s`` apart."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        store_id: str,
+        lane_id: str,
+        seed: int = 0,
+        interval_s: float = 0.0,
+        timeout_s: float = 2.0,
+        txn_prefix: str = "",
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._store_id = store_id
+        self.lane_id = lane_id
+        self._rng = random.Random(seed)
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._prefix = txn_prefix
+        self._topics = Topics(store_id)
+        self.stats = LaneStats()
+        self.stop = asyncio.Event()
+
+    async def run(self, count: int | None = None) -> LaneStats:
+        """Ring up sales until ``count`` are acknowledged or :attr:`stop` is set."""
+        number = 0
+        while not self.stop.is_set() and (count is None or len(self.stats.acked) < count):
+            number += 1
+            sale = make_sale(
+                store_id=self._store_id,
+                lane_id=self.lane_id,
+                number=number,
+                rng=self._rng,
+                txn_prefix=self._prefix,
+            )
+            self.stats.rung += 1
+            await self.hand_over(sale)
+            if self._interval_s:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._interval_s):
+                        await self.stop.wait()
+        return self.stats
+
+    async def hand_over(self, txn: dict[str, Any]) -> None:
+        """Send until acknowledged or refused for good (a register's journal)."""
+        topic = self._topics.lane_rpc(self.lane_id, "txn.submit")
+        attempt = 0
+        while True:
+            try:
+                async with Requester(
+                    self._host,
+                    self._port,
+                    client_id=f"sim-{self._store_id}-{self.lane_id}",
+                    reply_topic=self._topics.lane_reply(self.lane_id),
+                ) as requester:
+                    while True:
+                        started = asyncio.get_running_loop().time()
+                        try:
+                            reply = await requester.request(topic, txn, timeout=self._timeout_s)
+                        except TimeoutError:
+                            self.stats.resends += 1
+                            continue
+                        if reply.ok:
+                            self.stats.latencies_ms.append(
+                                (asyncio.get_running_loop().time() - started) * 1000
+                            )
+                            self.stats.acked.add(txn["txn_id"])
+                            return
+                        assert reply.error is not None
+                        if not reply.error.retryable:
+                            self.stats.refused[txn["txn_id"]] = reply.error.code
+                            return
+                        self.stats.resends += 1
+                        await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
+                        attempt += 1
+            except (BusError, OSError) as exc:  # broker gone: reconnect
+                log.debug("sim lane %s: %s; reconnecting", self.lane_id, exc)
+                self.stats.resends += 1
+                await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
+                attempt += 1

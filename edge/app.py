@@ -28,12 +28,34 @@ import msgspec
 
 from edge.broker import BrokerSupervisor
 from edge.bus import Bus, RequestContext, RpcRouter, Topics
+from edge.console import outbox_api
 from edge.console.server import Check, HealthSource, HttpServer, build_app
 from edge.metrics import Metrics
+from edge.outbox.intake import DiskGuard, Intake
+from edge.outbox.sender import Sender
+from edge.outbox.service import OutboxService
+from edge.outbox.store import OutboxStore
 from edge.settings import Settings
 from edge.systemd import Notifier
+from edge.uplink.base import Connector
+from edge.uplink.hq_http import HqHttpConnector
 
 log = logging.getLogger(__name__)
+
+
+def build_connector(settings: Settings) -> Connector | None:
+    """The cloud connector the outbox drains to (None: keep, do not send)."""
+    if settings.outbox.connector == "hq_http":
+        hq = settings.uplink.hq_http
+        return HqHttpConnector(
+            base_url=hq.url,
+            token=hq.token,
+            store_id=settings.store_id,
+            max_batch=hq.max_batch,
+            max_concurrency=hq.max_concurrency,
+            timeout_s=hq.timeout_s,
+        )
+    return None
 
 
 def hub_version() -> str:
@@ -72,13 +94,28 @@ class Hub:
             bus=self.bus, topics=self.topics, settings=settings.bus, metrics=self.metrics
         )
         self.rpc.register("hub", "ping", self._ping)
-        self.http = HttpServer(
-            build_app(
-                HealthSource(identity=self.identity, checks=self.checks, metrics=self.metrics)
-            ),
-            settings.http.host,
-            settings.http.port,
+        http_app = build_app(
+            HealthSource(identity=self.identity, checks=self.checks, metrics=self.metrics)
         )
+        self.outbox: OutboxService | None = None
+        if settings.outbox.enabled:
+            store = OutboxStore(settings.outbox_path, max_group=settings.outbox.max_group)
+            connector = build_connector(settings)
+            sender = Sender(store, connector, settings.outbox, self.metrics) if connector else None
+            self.disk = DiskGuard(settings.state_dir, settings.outbox.min_free_bytes)
+            self.outbox = OutboxService(store, sender, self.disk, self.metrics)
+            self.intake = Intake(
+                store,
+                store_id=settings.store_id,
+                disk=self.disk,
+                max_bytes=settings.bus.max_request_bytes,
+                clock=time.time,
+                monotonic=time.monotonic,
+                on_appended=self._on_txn_accepted,
+            )
+            self.rpc.register("lane", "txn.submit", self.intake.submit)
+            outbox_api.add_routes(http_app, self.outbox)
+        self.http = HttpServer(http_app, settings.http.host, settings.http.port)
         self.started_at = time.monotonic()
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
@@ -107,6 +144,19 @@ class Hub:
                 )
             )
         where = f"{self.settings.broker.host}:{self.settings.broker.port}"
+        if self.outbox is not None:
+            open_ = self.outbox.store.is_open
+            checks.append(
+                Check("outbox", open_, str(self.outbox.store.path) if open_ else "not open")
+            )
+            free = self.disk.free_bytes(time.monotonic())
+            checks.append(
+                Check(
+                    "disk",
+                    free >= self.disk.floor_bytes,
+                    f"{free / 1e6:.0f} MB free (floor {self.disk.floor_bytes / 1e6:.0f} MB)",
+                )
+            )
         checks.append(
             Check(
                 "bus",
@@ -115,6 +165,11 @@ class Hub:
             )
         )
         return checks
+
+    def _on_txn_accepted(self) -> None:
+        self.metrics.outbox_accepted.inc()
+        if self.outbox is not None and self.outbox.sender is not None:
+            self.outbox.sender.note_accepted()
 
     # -- built-in methods --------------------------------------------------------------------
 
@@ -137,13 +192,20 @@ class Hub:
         try:
             async with asyncio.TaskGroup() as tg:
                 started: list[asyncio.Task[None]] = []
+                outbox = self.outbox
                 try:
+                    if outbox is not None:
+                        # Open before the bus subscribes: no request may find it closed.
+                        await outbox.store.open()
+                        started.append(tg.create_task(outbox.run_metrics(), name="outbox-metrics"))
                     if self.broker is not None:
                         started.append(tg.create_task(self.broker.run(), name="broker"))
                         await self._unless_stopped(
                             self.broker.wait_ready(self.settings.broker.start_timeout_s + 5)
                         )
                     started.append(tg.create_task(self.bus.run(), name="bus"))
+                    if outbox is not None and outbox.sender is not None:
+                        started.append(tg.create_task(outbox.sender.run(), name="outbox-sender"))
                     await self.http.start()
                     log.info("hub: http on %s", self.http.url)
                     await self._unless_stopped(self.bus.wait_connected())
@@ -161,6 +223,8 @@ class Hub:
                     for task in reversed(started):
                         task.cancel()
                         await asyncio.wait([task])
+                    if outbox is not None:
+                        await outbox.store.close()
         finally:
             await self.http.stop()
             if handle_signals:

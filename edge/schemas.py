@@ -14,6 +14,10 @@ from typing import Any
 import msgspec
 
 from edge.bus.envelope import HubStatus, Reply, Request
+from edge.bus.errors import ERROR_CODES
+from edge.outbox.intake import INTAKE_ERROR_CODES
+from edge.outbox.transactions import transaction_json_schema
+from edge.outbox.validate import VALIDATION_ERROR_CODES
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 
@@ -40,7 +44,20 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         "hub-status.json": _schema(
             HubStatus, "Hub presence", "Retained on store/{store}/hub/status."
         ),
+        "transaction.json": transaction_json_schema(),
     }
+
+
+def all_error_codes() -> dict[str, tuple[bool, str]]:
+    """Every stable error code a register can receive: code -> (retryable, meaning).
+
+    The bus's own codes come first; a method's codes with the same name keep the bus meaning.
+    """
+    codes = dict(ERROR_CODES)
+    for extra in (VALIDATION_ERROR_CODES, INTAKE_ERROR_CODES):
+        for code, value in extra.items():
+            codes.setdefault(code, value)
+    return codes
 
 
 def render(schema: dict[str, Any]) -> str:

@@ -6,8 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from edge.bus import ERROR_CODES
-from edge.schemas import all_schemas, render
+from edge.schemas import all_error_codes, all_schemas, render
 from edge.settings import Settings, settings_from_dict
 from tests.schemas import validate
 
@@ -28,12 +27,17 @@ def test_error_code_table_matches_the_code() -> None:
     block = PROTOCOL.split("<!-- error-codes:start -->")[1].split("<!-- error-codes:end -->")[0]
     rows = re.findall(r"^\| `([A-Z_]+)` \| (yes|no) \| (.+?) \|$", block, re.M)
     documented = {code: (retry == "yes", meaning) for code, retry, meaning in rows}
-    assert documented == {code: (r, m) for code, (r, m) in ERROR_CODES.items()}
+    assert documented == all_error_codes()
 
 
 def test_protocol_examples_are_valid_messages() -> None:
     """Every JSON example in docs/protocol.md is a valid request, reply or status."""
-    kinds = {"ok": "reply.json", "state": "hub-status.json", "id": "request.json"}
+    kinds = {
+        "ok": "reply.json",
+        "state": "hub-status.json",
+        "txn_id": "transaction.json",
+        "id": "request.json",
+    }
     checked = 0
     for block in re.findall(r"```json\n(.*?)```", PROTOCOL, re.S):
         message = json.loads(block)
@@ -53,5 +57,5 @@ def test_operations_example_config_is_valid_and_shows_the_defaults() -> None:
     raw = tomllib.loads(toml.group(1))
     documented = settings_from_dict(raw, "docs/operations.md")
     defaults = Settings()
-    for section in ("broker", "bus", "http", "shutdown", "log"):
+    for section in ("broker", "bus", "outbox", "uplink", "http", "shutdown", "log"):
         assert getattr(documented, section) == getattr(defaults, section), section

@@ -1,1 +1,2 @@
-"""The durable store-wide outbox: intake, store, delivery policy and sender."""
+"""The durable store-wide outbox: transaction model and validation, intake, store, delivery
+policy and sender."""

@@ -1,0 +1,102 @@
+"""The outbox as the rest of the hub sees it: status figures, operator actions, metrics.
+
+Wraps the store, the sender (absent when no connector is configured) and the disk guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edge.metrics import Metrics
+from edge.outbox.intake import DiskGuard
+from edge.outbox.sender import Sender
+from edge.outbox.store import Item, OutboxStore, Status
+
+METRICS_EVERY_S = 1.0
+
+
+class OutboxService:
+    def __init__(
+        self,
+        store: OutboxStore,
+        sender: Sender | None,
+        disk: DiskGuard,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.sender = sender
+        self._disk = disk
+        self._metrics = metrics
+        self._clock = clock
+        self._monotonic = monotonic
+
+    async def status(self) -> dict[str, Any]:
+        stats = await self.store.stats()
+        now = self._clock()
+        sender = self.sender.snapshot() if self.sender else {"connector": "none"}
+        return {
+            "pending": stats.pending,
+            "parked": stats.parked,
+            "delivered": stats.delivered,
+            "oldest_pending_age_s": (now - stats.oldest_pending_at)
+            if stats.oldest_pending_at
+            else None,
+            "accepted_per_min": self.sender.rates.accepted_per_min if self.sender else 0.0,
+            "delivered_per_min": self.sender.rates.delivered_per_min if self.sender else 0.0,
+            "connector": sender["connector"],
+            "breaker": sender.get("breaker", {"state": "n/a"}),
+            "inflight": sender.get("inflight", 0),
+            "throttled_for_s": sender.get("throttled_for_s", 0.0),
+            "waiting": sender.get("waiting", {}),
+            "disk": {
+                "free_bytes": self._disk.free_bytes(self._monotonic()),
+                "floor_bytes": self._disk.floor_bytes,
+                "db_bytes": stats.db_bytes,
+            },
+        }
+
+    async def items(self, status: Status, limit: int, after_seq: int) -> list[Item]:
+        return await self.store.list_items(status, limit=limit, after_seq=after_seq)
+
+    async def item(self, key: str) -> tuple[Item, list[dict[str, Any]]] | None:
+        item = await self.store.get(key)
+        if item is None:
+            return None
+        return item, await self.store.audit_log(key)
+
+    async def retry(self, key: str, actor: str, reason: str) -> Item:
+        item = await self.store.retry(key, actor=actor, reason=reason, now=self._clock())
+        self._wake()
+        return item
+
+    async def park(self, key: str, actor: str, reason: str) -> Item:
+        return await self.store.park(key, actor=actor, reason=reason, now=self._clock())
+
+    async def retry_all_parked(self, actor: str, reason: str) -> int:
+        count = await self.store.retry_all_parked(actor=actor, reason=reason, now=self._clock())
+        self._wake()
+        return count
+
+    def _wake(self) -> None:
+        if self.sender is not None:
+            self.sender.wake()
+
+    async def run_metrics(self) -> None:
+        """Refresh the gauges once a second (the figures HQ telemetry and alerts read)."""
+        while True:
+            stats = await self.store.stats()
+            m = self._metrics
+            m.outbox_pending.set(stats.pending)
+            m.outbox_parked_now.set(stats.parked)
+            m.outbox_db_bytes.set(stats.db_bytes)
+            m.outbox_oldest_age.set(
+                self._clock() - stats.oldest_pending_at if stats.oldest_pending_at else 0
+            )
+            m.disk_free_bytes.set(self._disk.free_bytes(self._monotonic()))
+            await asyncio.sleep(METRICS_EVERY_S)

@@ -1,0 +1,98 @@
+"""The hub as a real process (`edge run`), for tests that kill it with SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+EDGE = str(Path(sys.executable).parent / "edge")
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(path: Path, sections: dict[str, Any]) -> Path:
+    lines = [f"{k} = {toml_value(v)}" for k, v in sections.items() if not isinstance(v, dict)]
+    for name, body in sections.items():
+        if isinstance(body, dict):
+            for sub, table in body.items():
+                if isinstance(table, dict):
+                    lines.append(f"[{name}.{sub}]")
+                    lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+            lines.append(f"[{name}]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in body.items() if not isinstance(v, dict)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class HubProcess:
+    """Start `edge --config PATH run`, wait for "hub: ready", SIGKILL it, start it again."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.env = {**os.environ, **(env or {})}
+        self.process: asyncio.subprocess.Process | None = None
+        self.log: collections.deque[str] = collections.deque(maxlen=400)
+        self._drain: asyncio.Task[None] | None = None
+        self.starts = 0
+
+    async def start(self, timeout: float = 30.0) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            EDGE,
+            "--config",
+            str(self.config),
+            "run",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+        )
+        self.starts += 1
+        ready = asyncio.get_running_loop().create_future()
+        self._drain = asyncio.create_task(self._read(self.process, ready))
+        try:
+            async with asyncio.timeout(timeout):
+                await ready
+        except TimeoutError:
+            raise AssertionError("hub did not become ready:\n" + "\n".join(self.log)) from None
+
+    async def _read(self, process: asyncio.subprocess.Process, ready: asyncio.Future[None]) -> None:
+        assert process.stderr is not None
+        async for raw in process.stderr:  # always drained: a full pipe would block the hub
+            line = raw.decode(errors="replace").rstrip()
+            self.log.append(line)
+            if "hub: ready" in line and not ready.done():
+                ready.set_result(None)
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+        await self._stop_drain()
+
+    async def stop(self) -> int:
+        """Graceful stop (SIGTERM); returns the exit code."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            code = await self.process.wait()
+        await self._stop_drain()
+        return code
+
+    async def _stop_drain(self) -> None:
+        if self._drain is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._drain, 5)
+            self._drain = None

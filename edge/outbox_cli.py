@@ -133,8 +133,10 @@ def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
     elif command == "list":
         items = body["items"]
         table = Table(title=f"outbox items ({len(items)})")
-        for column in ("seq", "txn id", "kind", "lane", "accepted", "tries", "last error"):
-            table.add_column(column, overflow="fold")
+        for column in ("seq", "txn id", "kind", "lane", "accepted", "tries"):
+            # Ids are copied into commands: never wrap them.
+            table.add_column(column, no_wrap=True)
+        table.add_column("last error", overflow="fold")
         for item in items:
             table.add_row(
                 str(item["seq"]), item["key"], item["kind"], item["lane"],

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,7 @@ class Sender:
         self._running = 0
         self._throttle_until = 0.0
         self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
         self._last_prune = 0.0
         self.waiting: dict[str, str] = {}
         self.rates = Rates()
@@ -106,6 +108,20 @@ class Sender:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def wait_until(self, predicate: Callable[[], Awaitable[bool] | bool]) -> None:
+        """Return once ``predicate`` holds, re-checking after every finished batch (for tests,
+        the demo and tools: no polling)."""
+        while True:
+            progress = self._progress
+            result = predicate()
+            if await result if inspect.isawaitable(result) else result:
+                return
+            await progress.wait()
+
+    def _pulse(self) -> None:
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
 
     def note_accepted(self) -> None:
         self.rates._accepted += 1
@@ -186,6 +202,7 @@ class Sender:
             self._inflight.difference_update(i.key for i in items)
             self._running -= 1
             self.batches_sent += 1
+            self._pulse()
             self.wake()
 
     async def _record(self, items: Sequence[Item], outcomes: Sequence[policy.Outcome]) -> None:
@@ -277,4 +294,5 @@ def _outbound(item: Item) -> Outbound:
         lane=item.lane,
         payload=item.payload,
         accepted_at=item.accepted_at,
+        attempts=item.attempts,
     )

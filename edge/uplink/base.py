@@ -37,6 +37,11 @@ class Outbound:
     lane: str
     payload: bytes
     accepted_at: float
+    attempts: int = 0
+    """Attempts already recorded for this item (0: first send). A connector derives request
+    idempotency keys from it: a re-send of the same attempt (after a crash) reuses the key, a
+    new attempt (after a rejection was fixed, say) must not, or the cloud would replay its
+    stored answer."""
 
 
 class Connector(Protocol):

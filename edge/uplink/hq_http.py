@@ -60,7 +60,10 @@ def cloudevent(item: Outbound, store_id: str) -> dict[str, Any]:
 
 
 def idempotency_key(batch: Sequence[Outbound]) -> str:
-    return hashlib.sha256("\n".join(i.key for i in batch).encode()).hexdigest()
+    """Same items at the same attempt -> same key (a crash re-send is replayed by the cloud);
+    a later attempt gets a new key, so a rejection fixed upstream is evaluated again."""
+    text = "\n".join(f"{i.key}#{i.attempts}" for i in batch)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -1,0 +1,341 @@
+"""The outbox inside a running hub: durable acks over MQTT, refusals that write nothing, the
+disk floor, parked items, dependencies, WAN outages, and the operator surface."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge.app import Hub
+from edge.bus import Topics
+from edge.schemas import all_error_codes
+from edge.sim import HqApiSimulator, WanProxy, run_hq_api
+from edge.sim.registers import make_sale
+from tests.conftest import MosquittoProcess, hub_settings, lane_client, run_hub
+from tests.schemas import validate_reply
+
+TOPICS = Topics("s1")
+SUBMIT = TOPICS.lane_rpc("lane-1", "txn.submit")
+EDGE = str(Path(sys.executable).parent / "edge")
+
+
+def sale(n: int, lane: str = "lane-1", **changes: Any) -> dict[str, Any]:
+    txn = make_sale(store_id="s1", lane_id=lane, number=n, rng=random.Random(n))
+    txn.update(changes)
+    return txn
+
+
+def rows(hub: Hub) -> list[tuple[str, str]]:
+    assert hub.outbox is not None
+    with sqlite3.connect(hub.outbox.store.path) as db:
+        return list(db.execute("SELECT key, status FROM items ORDER BY seq"))
+
+
+def outbox_settings(tmp_path: Path, broker: MosquittoProcess, url: str = "", **extra: Any) -> Any:
+    overrides: dict[str, Any] = {
+        "outbox__min_free_bytes": 0,
+        "outbox__retry_base_s": 0.05,
+        "outbox__retry_cap_s": 0.3,
+        "outbox__breaker_cooldown_s": 0.1,
+        "outbox__breaker_cooldown_cap_s": 0.3,
+        "outbox__idle_poll_s": 0.1,
+    }
+    if url:
+        overrides["outbox__connector"] = "hq_http"
+        overrides["uplink__hq_http"] = {"url": url, "token": "sim-token", "timeout_s": 1.0}
+    overrides.update(extra)
+    return hub_settings(tmp_path, broker_port=broker.port, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def hub_with_cloud(
+    tmp_path: Path, broker: MosquittoProcess, sim: HqApiSimulator | None = None, **extra: Any
+) -> AsyncIterator[tuple[Hub, Any, WanProxy]]:
+    async with run_hq_api(sim=sim or HqApiSimulator()) as hq, WanProxy(hq.host, hq.port) as wan:
+        url = f"http://127.0.0.1:{wan.port}"
+        async with run_hub(outbox_settings(tmp_path, broker, url, **extra)) as hub:
+            yield hub, hq, wan
+
+
+async def test_ack_means_on_disk_and_a_resend_gets_the_same_seq(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    async with run_hub(outbox_settings(tmp_path, broker)) as hub, lane_client(broker.port) as lane:
+        txn = sale(1)
+        first = await lane.request(SUBMIT, txn)
+        assert first.ok, first.error
+        assert rows(hub) == [(txn["txn_id"], "pending")], "acked => already on disk"
+        again = await lane.request(SUBMIT, txn)
+    assert again.data["seq"] == first.data["seq"]
+    assert (first.data["duplicate"], again.data["duplicate"]) == (False, True)
+    assert first.data["txn_id"] == txn["txn_id"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code"),
+    [
+        (lambda t: t["lines"][0].update(description="card 4111 1111 1111 1111"),
+         "CARD_NUMBER_REFUSED"),
+        (lambda t: t["totals"].update(total="9999.99"), "TOTALS_MISMATCH"),
+        (lambda t: t.update(lane_id="lane-9"), "LANE_MISMATCH"),
+        (lambda t: t.update(store_id="other"), "STORE_MISMATCH"),
+        (lambda t: t.update(kind="layaway"), "UNSUPPORTED_KIND"),
+        (lambda t: t["lines"][0].update(quantity=2), "SCHEMA_INVALID"),
+    ],
+)  # fmt: skip
+async def test_refused_transactions_write_nothing(
+    tmp_path: Path, broker: MosquittoProcess, mutate: Any, code: str
+) -> None:
+    async with run_hub(outbox_settings(tmp_path, broker)) as hub, lane_client(broker.port) as lane:
+        txn = sale(2)
+        mutate(txn)
+        raw = json.loads(
+            await lane.request_raw(SUBMIT, json.dumps({"v": 1, "id": "x", "data": txn}).encode())
+        )
+        assert rows(hub) == []
+    validate_reply(raw)
+    assert raw["error"]["code"] == code
+    assert raw["error"]["retryable"] is False
+    assert "4111" not in json.dumps(raw), "a refused card number is never echoed"
+
+
+async def test_same_id_other_content_is_a_conflict(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    async with run_hub(outbox_settings(tmp_path, broker)) as hub, lane_client(broker.port) as lane:
+        txn = sale(3)
+        assert (await lane.request(SUBMIT, txn)).ok
+        other = sale(4, txn_id=txn["txn_id"])
+        reply = await lane.request(SUBMIT, other)
+        assert reply.error is not None
+        assert reply.error.code == "TXN_ID_CONFLICT"
+        assert len(rows(hub)) == 1
+
+
+async def test_fuzzed_transactions_get_structured_errors_and_write_nothing_unacked(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """Mutated sales (hypothesis) through a real hub: every reply is schema-valid with a known
+    code, and the outbox holds exactly the transactions that got an ok."""
+    acked: set[str] = set()
+    async with run_hub(outbox_settings(tmp_path, broker)) as hub, lane_client(broker.port) as lane:
+        loop = asyncio.get_running_loop()
+        base = sale(5)
+        paths = [
+            ("totals", "total"),
+            ("lines", 0, "amount"),
+            ("tenders", 0, "amount"),
+            ("lines", 0, "sku"),
+            ("currency",),
+            ("kind",),
+            ("txn_id",),
+            ("lines", 0, "tax"),
+        ]
+        values = st.one_of(
+            st.none(),
+            st.integers(),
+            st.text(max_size=30),
+            st.booleans(),
+            st.sampled_from(["1.00", "-1", "4111111111111111", "", "EUR"]),
+        )
+
+        @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(path=st.sampled_from(paths), value=values, n=st.integers(0, 10**6))
+        def check(path: tuple[Any, ...], value: Any, n: int) -> None:
+            txn = copy.deepcopy(base)
+            txn["txn_id"] = f"fz-{n}"
+            target = txn
+            for step in path[:-1]:
+                target = target[step]
+            target[path[-1]] = value
+            payload = json.dumps({"v": 1, "id": "f", "data": txn}).encode()
+            raw = asyncio.run_coroutine_threadsafe(lane.request_raw(SUBMIT, payload), loop)
+            reply = json.loads(raw.result(10))
+            validate_reply(reply)
+            if reply["ok"]:
+                acked.add(reply["data"]["txn_id"])
+            else:
+                assert reply["error"]["code"] in all_error_codes()
+                assert reply["error"]["code"] != "INTERNAL"
+
+        await asyncio.to_thread(check)
+        stored = {key for key, _ in rows(hub)}
+    assert stored == acked
+
+
+async def test_disk_floor_refuses_then_recovers_by_itself(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """A really full filesystem (a small tmpfs filled with ballast): the hub refuses new sales
+    with the retryable STORAGE_FULL, /readyz says why, and once space returns it takes them
+    again without anyone touching it."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)],
+                          capture_output=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        settings = hub_settings(
+            mount, broker_port=broker.port, outbox__min_free_bytes=16 * 1024 * 1024
+        )
+        async with run_hub(settings) as hub, lane_client(broker.port) as lane:
+            assert (await lane.request(SUBMIT, sale(10))).ok
+            ballast = mount / "ballast"
+            free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+            ballast.write_bytes(b"\0" * (free - 8 * 1024 * 1024))
+            hub.disk.interval_s = 0  # re-read free space at every request
+            refused = await lane.request(SUBMIT, sale(11))
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{hub.http.url}/readyz") as response:
+                    ready = await response.json()
+            ballast.unlink()
+            accepted = await lane.request(SUBMIT, sale(11))
+            keys = [k for k, _ in rows(hub)]
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    assert refused.error is not None
+    assert (refused.error.code, refused.error.retryable) == ("STORAGE_FULL", True)
+    assert ready["checks"]["disk"]["ok"] is False
+    assert accepted.ok
+    assert keys == [sale(10)["txn_id"], sale(11)["txn_id"]]
+
+
+async def test_delivery_parked_item_blocks_only_its_dependents_and_retry_delivers(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """The cloud rejects one sale: it is parked with the cloud's error, its return waits (and
+    says why), unrelated sales flow; after the fix a technician's retry delivers both, sale
+    first."""
+    bad = sale(20)
+    sim = HqApiSimulator(reject_ids={bad["txn_id"]})
+    async with (
+        hub_with_cloud(tmp_path, broker, sim) as (hub, hq, _),
+        lane_client(broker.port) as lane,
+    ):
+        ret = {
+            "kind": "return", "txn_id": "ret-20", "store_id": "s1", "lane_id": "lane-1",
+            "operator_id": "op-1", "register_time": bad["register_time"], "currency": "EUR",
+            "original": {"txn_id": bad["txn_id"], "store_id": "s1", "lane_id": "lane-1"},
+            "reason": "changed mind", "lines": [bad["lines"][0]],
+            "tenders": [{"type": "cash", "amount": None}], "totals": None,
+        }  # fmt: skip
+        line = bad["lines"][0]
+        total = f"{float(line['amount']) + float(line['tax']['amount']):.2f}"
+        ret["tenders"][0]["amount"] = total
+        ret["totals"] = {"subtotal": line["amount"], "discount_total": "0.00",
+                         "tax_total": line["tax"]["amount"], "total": total, "tendered": total,
+                         "change": "0.00"}  # fmt: skip
+        for txn in (bad, ret, sale(21), sale(22)):
+            reply = await lane.request(SUBMIT, txn)
+            assert reply.ok, reply.error
+        await hq.wait_until(
+            lambda s: {sale(21)["txn_id"], sale(22)["txn_id"]} <= s.committed.keys()
+        )
+        assert hub.outbox is not None
+        assert hub.outbox.sender is not None
+        outbox = hub.outbox
+
+        async def one_parked() -> bool:
+            return (await outbox.status())["parked"] == 1
+
+        await asyncio.wait_for(hub.outbox.sender.wait_until(one_parked), 10)
+        status = await hub.outbox.status()
+        assert status["waiting"] == {"ret-20": f"blocked by parked {bad['txn_id']}"}
+        parked = await hub.outbox.store.get(bad["txn_id"])
+        assert parked is not None
+        assert parked.status == "parked"
+        assert parked.error_detail["code"] == "BUSINESS_RULE_VIOLATION", "the cloud's whole error"
+        sim.reject_ids.clear()
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{hub.http.url}/api/v1/outbox/items/{bad['txn_id']}/retry",
+                json={"actor": "tech:ana", "reason": "price fixed at HQ"},
+            ) as response:
+                assert response.status == 200
+        await hq.wait_until(lambda s: "ret-20" in s.committed)
+        order = list(hq.sim.received_ids)
+    assert order.index(bad["txn_id"]) < order.index("ret-20")
+    assert hq.sim.commit_count(bad["txn_id"]) == 1
+
+
+async def test_wan_outage_sales_still_acked_and_backlog_drains_after(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """WAN cut (blackhole, then refused): the breaker opens, registers keep getting acks, and
+    when the WAN is back the whole backlog reaches the cloud once."""
+    async with hub_with_cloud(tmp_path, broker) as (hub, hq, wan), lane_client(broker.port) as lane:
+        assert hub.outbox is not None
+        assert hub.outbox.sender is not None
+        wan.mode = "refuse"
+        acked = []
+        for n in range(30, 90):
+            reply = await lane.request(SUBMIT, sale(n), timeout=2)
+            assert reply.ok, reply.error
+            acked.append(reply.data["txn_id"])
+        sender = hub.outbox.sender
+        await asyncio.wait_for(sender.wait_until(lambda: sender.breaker.state != "closed"), 10)
+        assert (await hub.outbox.status())["pending"] == 60
+        wan.mode = "pass"
+        await asyncio.wait_for(hq.wait_until(lambda s: set(acked) <= s.committed.keys()), 20)
+    assert all(hq.sim.commit_count(k) == 1 for k in acked)
+
+
+async def test_outbox_cli_human_and_json(tmp_path: Path, broker: MosquittoProcess) -> None:
+    """`edge outbox status|list|park|retry` against a running hub, in both forms."""
+    async with run_hub(outbox_settings(tmp_path, broker)) as hub, lane_client(broker.port) as lane:
+        for n in (40, 41):
+            assert (await lane.request(SUBMIT, sale(n))).ok
+        key = sale(40)["txn_id"]
+
+        async def edge(*args: str) -> tuple[int, str]:
+            proc = await asyncio.create_subprocess_exec(
+                EDGE, "outbox", "--url", hub.http.url, *args,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            out, _ = await proc.communicate()
+            assert proc.returncode is not None
+            return proc.returncode, out.decode()
+
+        code, out = await edge("status")
+        assert code == 0
+        assert "pending" in out
+        assert "2" in out
+        code, out = await edge("status", "--json")
+        assert json.loads(out)["pending"] == 2
+        code, out = await edge("park", key, "--reason", "training till", "--actor", "ana")
+        assert (code, "now parked" in out) == (0, True)
+        code, out = await edge("list", "--parked", "--json")
+        assert [i["key"] for i in json.loads(out)["items"]] == [key]
+        code, out = await edge("list", "--parked")
+        assert key in out
+        code, out = await edge("retry", key, "--reason", "wrong till", "--actor", "ana")
+        assert (code, "now pending" in out) == (0, True)
+        code, out = await edge("retry", key, "--json")
+        assert code == 1
+        assert json.loads(out)["error"]["code"] == "WRONG_STATE"
+        code, out = await edge("retry", "no-such-txn")
+        assert code == 1
+        assert "no outbox item" in out
+        code, out = await edge("retry", "--all-parked", "--json")
+        assert json.loads(out) == {"retried": 0}
+        audit = await hub.outbox.store.audit_log(key)  # type: ignore[union-attr]
+    assert [(a["action"], a["actor"], a["reason"]) for a in audit] == [
+        ("park", "ana", "training till"),
+        ("retry", "ana", "wrong till"),
+    ]

@@ -6,13 +6,14 @@ import asyncio
 import logging
 from pathlib import Path
 
-from bench import bench_rpc
+from bench import bench_outbox, bench_rpc
 from bench.common import Report
 
 
 async def main() -> Report:
     report = Report()
     await bench_rpc.run(report)
+    await bench_outbox.run(report)
     return report
 
 

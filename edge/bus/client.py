@@ -219,7 +219,7 @@ class Bus:
             qos=1,
             retain=True,
         )
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self._host,
             self._port,
             identifier=self._client_id,
@@ -232,6 +232,9 @@ class Bus:
             max_inflight_messages=256,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
+        # Replies in flight are normal under load: no warning per message.
+        client.pending_calls_threshold = 10_000
+        return client
 
     async def _connection_loop(self) -> None:
         attempt = 0

@@ -51,6 +51,8 @@ class Requester:
             will=aiomqtt.Will(will[0], will[1], qos=1, retain=True) if will else None,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
+        # Many requests in flight is normal for a busy register or a load test.
+        self._client.pending_calls_threshold = 1000
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}
         self._queues: list[tuple[str, asyncio.Queue[Message]]] = []
         self._ids = itertools.count(1)

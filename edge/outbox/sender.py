@@ -160,7 +160,15 @@ class Sender:
     async def _plan_and_start(self, tg: asyncio.TaskGroup, now: float) -> None:
         capacity = self._slots - self._running
         limit = capacity * self._batch_max + len(self._inflight) + 256
-        due = [i for i in await self._store.due(now, limit) if i.key not in self._inflight]
+        # Keys in flight when the query starts: a batch finishing during the await leaves
+        # ``_inflight`` but the snapshot read before its commit still shows it pending; without
+        # this it would be sent again (harmless, the cloud is idempotent, but wasted work).
+        busy = set(self._inflight)
+        due = [
+            i
+            for i in await self._store.due(now, limit)
+            if i.key not in busy and i.key not in self._inflight
+        ]
         if not due:
             self.waiting = {}
             return
@@ -190,8 +198,15 @@ class Sender:
             tg.create_task(self._send(items), name=f"outbox-batch:{items[0].seq}")
 
     async def _send(self, items: Sequence[Item]) -> None:
+        slot_held = True
         try:
-            outcomes = await self._connector.deliver([_outbound(i) for i in items])
+            payloads = await self._store.payloads([i.seq for i in items])
+            outcomes = await self._connector.deliver([_outbound(i, payloads[i.seq]) for i in items])
+            # The cloud has answered: the slot is free for the next batch while this one's
+            # outcomes are recorded (its keys stay in flight until then).
+            self._running -= 1
+            slot_held = False
+            self.wake()
             await self._record(items, outcomes)
         except asyncio.CancelledError:
             raise
@@ -200,7 +215,8 @@ class Sender:
             log.exception("outbox: batch starting at seq %d failed", items[0].seq)
         finally:
             self._inflight.difference_update(i.key for i in items)
-            self._running -= 1
+            if slot_held:
+                self._running -= 1
             self.batches_sent += 1
             self._pulse()
             self.wake()
@@ -285,14 +301,14 @@ def _state(item: Item) -> policy.ItemState:
     )
 
 
-def _outbound(item: Item) -> Outbound:
+def _outbound(item: Item, payload: bytes) -> Outbound:
     return Outbound(
         seq=item.seq,
         key=item.key,
         kind=item.kind,
         event_type=item.event_type,
         lane=item.lane,
-        payload=item.payload,
+        payload=payload,
         accepted_at=item.accepted_at,
         attempts=item.attempts,
     )

@@ -371,17 +371,30 @@ class OutboxStore:
     # -- sender bookkeeping -------------------------------------------------------------------
 
     async def due(self, now: float, limit: int) -> list[Item]:
-        """Pending items whose next attempt is due, in sequence order."""
+        """Pending items whose next attempt is due, in sequence order, WITHOUT their payload
+        (``payload`` is empty: the sender plans on metadata and fetches the payloads of what
+        it actually sends with :meth:`payloads`)."""
+        columns = _ITEM_COLUMNS.replace("payload,", "x'' AS payload,")
         return await self._on_reader(
             lambda db: [
                 _item(r)
                 for r in db.execute(
-                    f"SELECT {_ITEM_COLUMNS} FROM items WHERE status = 'pending'"
+                    f"SELECT {columns} FROM items WHERE status = 'pending'"
                     " AND next_attempt_at <= ? ORDER BY seq LIMIT ?",
                     (now, limit),
                 )
             ]
         )
+
+    async def payloads(self, seqs: Sequence[int]) -> dict[int, bytes]:
+        def query(db: sqlite3.Connection) -> dict[int, bytes]:
+            marks = ",".join("?" * len(seqs))
+            return {
+                r["seq"]: bytes(r["payload"])
+                for r in db.execute(f"SELECT seq, payload FROM items WHERE seq IN ({marks})", seqs)
+            }
+
+        return await self._on_reader(query) if seqs else {}
 
     async def next_due_at(self) -> float | None:
         """When the earliest pending item becomes due (None: nothing pending)."""

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from edge.outbox.policy import Delivered, Rejected, RetryLater
 from edge.uplink.base import Outbound, Outcome
@@ -55,7 +56,8 @@ def cloudevent(item: Outbound, store_id: str) -> dict[str, Any]:
         "type": item.event_type,
         "time": dt.datetime.fromtimestamp(item.accepted_at, dt.UTC).isoformat(),
         "datacontenttype": "application/json",
-        "data": json.loads(item.payload),
+        # The stored canonical JSON, embedded as is (no parse and re-encode per send).
+        "data": msgspec.Raw(item.payload),
     }
 
 
@@ -116,7 +118,7 @@ class HqHttpConnector:
     async def deliver(self, batch: Sequence[Outbound]) -> list[Outcome]:
         if not batch:
             return []
-        body = json.dumps([cloudevent(i, self._store_id) for i in batch]).encode()
+        body = msgspec.json.encode([cloudevent(i, self._store_id) for i in batch])
         headers = {
             "Authorization": f"Bearer {self._token}",
             "Idempotency-Key": idempotency_key(batch),

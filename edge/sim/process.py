@@ -1,4 +1,4 @@
-"""The hub as a real process (`edge run`), for tests that kill it with SIGKILL."""
+"""The hub as a real process (`edge run`): for tests, benchmarks and chaos runs that kill it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import collections
 import contextlib
 import os
 import signal
+import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,11 @@ def write_config(path: Path, sections: dict[str, Any]) -> Path:
 
 
 class HubProcess:
-    """Start `edge --config PATH run`, wait for "hub: ready", SIGKILL it, start it again."""
+    """Start `edge --config PATH run`, wait until it is ready, SIGKILL it, start it again.
+
+    Readiness comes the way systemd gets it: the process is given its own ``NOTIFY_SOCKET``
+    and we wait for ``READY=1`` (independent of the log level).
+    """
 
     def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
@@ -48,32 +54,51 @@ class HubProcess:
         self.starts = 0
 
     async def start(self, timeout: float = 30.0) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            EDGE,
-            "--config",
-            str(self.config),
-            "run",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=self.env,
-        )
-        self.starts += 1
-        ready = asyncio.get_running_loop().create_future()
-        self._drain = asyncio.create_task(self._read(self.process, ready))
-        try:
-            async with asyncio.timeout(timeout):
-                await ready
-        except TimeoutError:
-            raise AssertionError("hub did not become ready:\n" + "\n".join(self.log)) from None
+        loop = asyncio.get_running_loop()
+        with tempfile.TemporaryDirectory(prefix="edge-notify-") as tmp:
+            address = str(Path(tmp) / "notify.sock")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+                notify.bind(address)
+                notify.setblocking(False)
+                self.process = await asyncio.create_subprocess_exec(
+                    EDGE,
+                    "--config",
+                    str(self.config),
+                    "run",
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                    env={**self.env, "NOTIFY_SOCKET": address},
+                )
+                self.starts += 1
+                self._drain = asyncio.create_task(self._read(self.process))
+                exited = asyncio.ensure_future(self.process.wait())
+                try:
+                    async with asyncio.timeout(timeout):
+                        while True:
+                            datagram = asyncio.ensure_future(loop.sock_recv(notify, 4096))
+                            done, _ = await asyncio.wait(
+                                [datagram, exited], return_when=asyncio.FIRST_COMPLETED
+                            )
+                            if datagram not in done:
+                                datagram.cancel()
+                                raise AssertionError(
+                                    "hub exited before ready:\n" + "\n".join(self.log)
+                                )
+                            if b"READY=1" in datagram.result().split(b"\n"):
+                                return
+                except TimeoutError:
+                    raise AssertionError(
+                        "hub did not become ready:\n" + "\n".join(self.log)
+                    ) from None
+                finally:
+                    if not exited.done():
+                        exited.cancel()
 
-    async def _read(self, process: asyncio.subprocess.Process, ready: asyncio.Future[None]) -> None:
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
         async for raw in process.stderr:  # always drained: a full pipe would block the hub
-            line = raw.decode(errors="replace").rstrip()
-            self.log.append(line)
-            if "hub: ready" in line and not ready.done():
-                ready.set_result(None)
+            self.log.append(raw.decode(errors="replace").rstrip())
 
     async def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:

@@ -1,0 +1,236 @@
+"""Outbox benchmarks (issue 3), each against a baseline measured in the same run.
+
+1. Durable acks: lanes hand over sales to a hub process (``txn.submit``: validate, group
+   commit with fsync, reply) vs the same lanes against a bare MQTT echo process through the
+   same broker. Figures: acks/s and p50/p99 at 1, 10 and 50 lanes. Targets: >= 80 % of the
+   echo's throughput, p99 <= 2x the echo's.
+2. Drain: a 100,000-transaction backlog drained by the hub to the HQ simulator, against the
+   simulator's own limit (concurrency x batch / latency). Target >= 90 %.
+3. Bytes on disk per sale (outbox file + WAL / items), reported.
+4. Outage: with a backlog and the WAN cut, the WAN returns: time from the first good probe to
+   the drain running, and ack latency of new sales during the drain vs before the outage.
+   Target: draining within 1 s of the first good probe; acks at normal latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import contextlib
+import random
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from bench.common import Figure, Report, free_port, mosquitto, percentile
+from edge.bus import Requester, Topics
+from edge.outbox.store import Entry, OutboxStore
+from edge.outbox.transactions import encode_transaction
+from edge.outbox.validate import validate
+from edge.sim import HqApiSimulator, WanProxy, run_hq_api
+from edge.sim.process import HubProcess, write_config
+from edge.sim.registers import make_sale
+
+STORE = "bench"
+LANE_COUNTS = (1, 10, 50)
+DURATION_S = 4.0
+BACKLOG = int(os.environ.get("BENCH_BACKLOG", "100000"))
+
+
+def hub_config(tmp: Path, broker_port: int, cloud_url: str = "", **outbox: object) -> Path:
+    sections: dict[str, object] = {
+        "store_id": STORE,
+        "hub_id": "hub-bench",
+        "state_dir": str(tmp / "state"),
+        "broker": {"mode": "external", "port": broker_port},
+        "http": {"port": free_port()},
+        "log": {"level": "WARNING"},
+        "outbox": {"min_free_bytes": 0, **outbox},
+    }
+    if cloud_url:
+        sections["outbox"] = {"min_free_bytes": 0, "connector": "hq_http", **outbox}
+        sections["uplink"] = {"hq_http": {"url": cloud_url, "token": "sim-token"}}
+    return write_config(tmp / "edge.toml", sections)
+
+
+@contextlib.asynccontextmanager
+async def echo_process(port: int, topic: str) -> AsyncIterator[None]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.echo_server", "--port", str(port), "--topic", topic,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    await asyncio.wait_for(process.stdout.readline(), 20)
+    try:
+        yield
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def drive(
+    port: int, lanes: int, topic_of: object, duration: float
+) -> tuple[int, list[float]]:
+    """``lanes`` registers, each sending sales one after the other for ``duration``."""
+    topics = Topics(STORE)
+    latencies: list[float] = []
+    count = 0
+    deadline = time.perf_counter() + duration
+
+    async def lane(i: int) -> None:
+        nonlocal count
+        lane_id = f"lane-{i}"
+        rng = random.Random(i)
+        async with Requester("127.0.0.1", port, client_id=f"bench-{lane_id}-{rng.random()}",
+                             reply_topic=topics.lane_reply(lane_id)) as req:  # fmt: skip
+            n = 0
+            while time.perf_counter() < deadline:
+                n += 1
+                sale = make_sale(store_id=STORE, lane_id=lane_id, number=n, rng=rng,
+                                 txn_prefix=f"{int(deadline)}-")  # fmt: skip
+                started = time.perf_counter()
+                reply = await req.request(topic_of(lane_id), sale, timeout=10)  # type: ignore[operator]
+                latencies.append((time.perf_counter() - started) * 1000)
+                if not reply.ok:
+                    raise RuntimeError(f"refused: {reply.error}")
+                count += 1
+
+    await asyncio.gather(*(lane(i) for i in range(lanes)))
+    return count, latencies
+
+
+async def ack_scaling(report: Report) -> None:
+    print("outbox: durable acks vs bare echo (hub and echo in their own processes)", flush=True)
+    topics = Topics(STORE)
+    async with mosquitto() as port:
+        with tempfile.TemporaryDirectory() as tmp:
+            hub = HubProcess(hub_config(Path(tmp), port))
+            await hub.start()
+            echo_topic = f"store/{STORE}/echo/+"
+            try:
+                async with echo_process(port, echo_topic):
+                    for lanes in LANE_COUNTS:
+                        await drive(port, lanes, lambda lane: f"store/{STORE}/echo/{lane}", 0.5)
+                        base_n, base_lat = await drive(
+                            port, lanes, lambda lane: f"store/{STORE}/echo/{lane}", DURATION_S
+                        )
+                        hub_n, hub_lat = await drive(
+                            port, lanes, lambda lane: topics.lane_rpc(lane, "txn.submit"),
+                            DURATION_S,
+                        )  # fmt: skip
+                        base_rate, hub_rate = base_n / DURATION_S, hub_n / DURATION_S
+                        report.add(Figure(
+                            f"durable acks/s, {lanes} lanes", hub_rate, "acks/s",
+                            "bare echo", base_rate, ">= 80 % of echo", hub_rate >= 0.8 * base_rate,
+                            f"p50 {percentile(hub_lat, 50):.2f} ms vs "
+                            f"{percentile(base_lat, 50):.2f} ms",
+                        ))  # fmt: skip
+                        h99, b99 = percentile(hub_lat, 99), percentile(base_lat, 99)
+                        report.add(Figure(
+                            f"ack p99, {lanes} lanes", h99, "ms", "bare echo p99", b99,
+                            "<= 2x echo", h99 <= 2 * b99, "fsync per commit group",
+                        ))  # fmt: skip
+            finally:
+                await hub.stop()
+
+
+async def fill_backlog(path: Path, count: int) -> float:
+    """Append ``count`` validated sales to an outbox file; returns bytes per sale on disk."""
+    store = OutboxStore(path, max_group=2000)
+    await store.open()
+    rng = random.Random(7)
+    now = time.time()
+    for start in range(0, count, 2000):
+        batch = []
+        for n in range(start, min(count, start + 2000)):
+            sale = make_sale(store_id=STORE, lane_id=f"lane-{n % 8}", number=n, rng=rng)
+            txn = validate(encode_sale(sale), max_bytes=1 << 20).txn
+            batch.append(store.append(Entry(key=txn.txn_id, kind="sale",
+                                            event_type="com.storeedge.sale.v1",
+                                            lane=txn.lane_id, payload=encode_transaction(txn)),
+                                      now=now))  # fmt: skip
+        await asyncio.gather(*batch)
+    stats = await store.stats()
+    await store.close()
+    return stats.db_bytes / count
+
+
+def encode_sale(sale: dict[str, object]) -> bytes:
+    import json
+
+    return json.dumps(sale).encode()
+
+
+async def drain(report: Report) -> None:
+    print(f"outbox: drain of a {BACKLOG}-sale backlog vs the simulator's limit", flush=True)
+    latency, concurrency, batch = 0.1, 4, 100
+    sim = HqApiSimulator(max_batch=batch, max_concurrency=concurrency, latency_s=latency)
+    limit = sim.theoretical_events_per_s
+    async with mosquitto() as port, run_hq_api(sim=sim) as hq:
+        with tempfile.TemporaryDirectory() as tmp:
+            per_sale = await fill_backlog(Path(tmp) / "state" / "outbox.db", BACKLOG)
+            report.add(Figure("outbox bytes on disk per sale", per_sale, "bytes",
+                              "JSON payload", 1400.0, "(reported)", True,
+                              "file + WAL / items; baseline: a typical sale's JSON"))  # fmt: skip
+            hub = HubProcess(hub_config(Path(tmp), port, hq.url, concurrency=concurrency,
+                                        batch_max=batch))  # fmt: skip
+            started = time.perf_counter()
+            await hub.start(timeout=60)
+            try:
+                await hq.wait_until(lambda s: len(s.committed) >= BACKLOG)
+            finally:
+                elapsed = time.perf_counter() - started
+                await hub.stop()
+    stats = sim.stats.as_json()
+    print(f"    simulator: {stats}", flush=True)
+    rate = BACKLOG / elapsed
+    report.add(Figure("backlog drain rate", rate, "sales/s", "simulator limit", limit,
+                      ">= 90 % of limit", rate >= 0.9 * limit,
+                      f"{BACKLOG} sales in {elapsed:.1f} s incl. hub start; "
+                      f"{concurrency} x {batch} / {latency} s"))  # fmt: skip
+
+
+async def outage(report: Report) -> None:
+    print("outbox: WAN outage with a backlog, then recovery", flush=True)
+    topics = Topics(STORE)
+    sim = HqApiSimulator(max_batch=100, max_concurrency=4, latency_s=0.05)
+    async with mosquitto() as port, run_hq_api(sim=sim) as hq, WanProxy(hq.host, hq.port) as wan:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = hub_config(Path(tmp), port, f"http://127.0.0.1:{wan.port}",
+                                breaker_cooldown_s=0.5, breaker_cooldown_cap_s=1.0)  # fmt: skip
+            hub = HubProcess(config)
+            await hub.start()
+            try:
+                _, before = await drive(
+                    port, 4, lambda lane: topics.lane_rpc(lane, "txn.submit"), 2.0
+                )
+                wan.mode = "refuse"
+                await drive(port, 8, lambda lane: topics.lane_rpc(lane, "txn.submit"), 4.0)
+                backlog_target = len(sim.committed)
+                restored = time.perf_counter()
+                wan.mode = "pass"
+                await hq.wait_until(lambda s: len(s.committed) > backlog_target)
+                first_probe = time.perf_counter()
+                await hq.wait_until(lambda s: len(s.committed) > backlog_target + 1)
+                draining = time.perf_counter()
+                _, during = await drive(
+                    port, 4, lambda lane: topics.lane_rpc(lane, "txn.submit"), 2.0
+                )
+            finally:
+                await hub.stop()
+    report.add(Figure("drain starts after first good probe", (draining - first_probe) * 1000,
+                      "ms", "1 s target", 1000.0, "<= 1 s", draining - first_probe <= 1.0,
+                      f"WAN back to first probe: {(first_probe - restored) * 1000:.0f} ms "
+                      "(breaker cooldown)"))  # fmt: skip
+    p50_d, p50_b = percentile(during, 50), percentile(before, 50)
+    p99_note = f"p99 {percentile(during, 99):.2f} vs {percentile(before, 99):.2f} ms"
+    report.add(Figure("ack p50 while draining", p50_d, "ms", "ack p50 before outage", p50_b,
+                      "normal latency (<= 2x)", p50_d <= 2 * p50_b, p99_note))  # fmt: skip
+
+
+async def run(report: Report) -> None:
+    await ack_scaling(report)
+    await drain(report)
+    await outage(report)

@@ -83,6 +83,9 @@ CREATE TABLE IF NOT EXISTS items (
     error_detail    TEXT                        -- JSON: the cloud's whole error
 );
 CREATE INDEX IF NOT EXISTS items_due ON items (next_attempt_at, seq) WHERE status = 'pending';
+-- due() walks pending items in seq order and stops at its LIMIT: without this index SQLite
+-- sorted every due row (a 100,000-item backlog) on each planning round.
+CREATE INDEX IF NOT EXISTS items_pending_seq ON items (seq) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS items_parked ON items (seq) WHERE status = 'parked';
 CREATE INDEX IF NOT EXISTS items_delivered ON items (delivered_at) WHERE status = 'delivered';
 CREATE TABLE IF NOT EXISTS audit (
@@ -379,8 +382,8 @@ class OutboxStore:
             lambda db: [
                 _item(r)
                 for r in db.execute(
-                    f"SELECT {columns} FROM items WHERE status = 'pending'"
-                    " AND next_attempt_at <= ? ORDER BY seq LIMIT ?",
+                    f"SELECT {columns} FROM items INDEXED BY items_pending_seq"
+                    " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY seq LIMIT ?",
                     (now, limit),
                 )
             ]

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from edge.sim import FaultProfile, HqApiSimulator, WanProxy, run_hq_api
+from edge.sim.process import HubProcess, write_config
 from edge.sim.registers import SimLane
 from tests.conftest import MosquittoProcess
-from edge.sim.process import HubProcess, write_config
 
 LANES = 4
 KILLS_PER_TEST = 25  # two tests: at least 50 kills in the suite

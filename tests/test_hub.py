@@ -68,6 +68,7 @@ async def test_managed_broker_killed_is_restarted_and_hub_resubscribes(
         assert status == 503
         assert body["checks"]["bus"]["ok"] is False  # type: ignore[index]
         await hub.bus.wait_connected(timeout=15)
+        await hub.broker.wait_running(timeout=15)  # the bus can reconnect first
         status, _ = await _get(f"{hub.http.url}/readyz")
         assert status == 200
         assert hub.broker.pid != first_pid

@@ -123,6 +123,11 @@ class BrokerSupervisor:
         async with asyncio.timeout(timeout):
             await asyncio.shield(self._first_start)
 
+    async def wait_running(self, timeout: float | None = None) -> None:
+        """Wait until the broker accepts connections (again, after a restart)."""
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
+
     async def run(self) -> None:
         try:
             await self._loop(find_mosquitto(self._settings.mosquitto_path))

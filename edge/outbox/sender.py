@@ -125,7 +125,11 @@ class Sender:
 
     def note_accepted(self) -> None:
         self.rates._accepted += 1
-        self.wake()
+        # Only an idle sender needs waking: while batches are in flight each one wakes the loop
+        # when it finishes, and re-planning at every accepted sale during a drain starves the
+        # event loop that acknowledges the sales (seen as a 1.4 s ack p99 in the bench).
+        if self._running == 0:
+            self.wake()
 
     @property
     def connector_name(self) -> str:

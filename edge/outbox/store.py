@@ -429,22 +429,18 @@ class OutboxStore:
 
     async def mark_delivered(self, results: Sequence[tuple[int, str]], *, now: float) -> None:
         """(seq, record_id) pairs delivered to the cloud."""
-        await self._write(
-            lambda db: db.executemany(
-                "UPDATE items SET status = 'delivered', record_id = ?, delivered_at = ?,"
-                " attempts = attempts + 1, last_error = NULL WHERE seq = ? AND status = 'pending'",
-                [(record_id, now, seq) for seq, record_id in results],
-            )
+        await self._execute_many(
+            "UPDATE items SET status = 'delivered', record_id = ?, delivered_at = ?,"
+            " attempts = attempts + 1, last_error = NULL WHERE seq = ? AND status = 'pending'",
+            [(record_id, now, seq) for seq, record_id in results],
         )
 
     async def mark_retry(self, updates: Sequence[tuple[int, int, float, str]]) -> None:
         """(seq, attempts, next_attempt_at, error) for items to try again later."""
-        await self._write(
-            lambda db: db.executemany(
-                "UPDATE items SET attempts = ?, next_attempt_at = ?, last_error = ?"
-                " WHERE seq = ? AND status = 'pending'",
-                [(attempts, at, error, seq) for seq, attempts, at, error in updates],
-            )
+        await self._execute_many(
+            "UPDATE items SET attempts = ?, next_attempt_at = ?, last_error = ?"
+            " WHERE seq = ? AND status = 'pending'",
+            [(attempts, at, error, seq) for seq, attempts, at, error in updates],
         )
 
     async def mark_parked(
@@ -467,11 +463,9 @@ class OutboxStore:
 
     async def release_backoff(self, seqs: Sequence[int], *, now: float) -> None:
         """Make these pending items due now (the WAN came back)."""
-        await self._write(
-            lambda db: db.executemany(
-                "UPDATE items SET next_attempt_at = ? WHERE seq = ? AND status = 'pending'",
-                [(now, seq) for seq in seqs],
-            )
+        await self._execute_many(
+            "UPDATE items SET next_attempt_at = ? WHERE seq = ? AND status = 'pending'",
+            [(now, seq) for seq in seqs],
         )
 
     # -- operators -----------------------------------------------------------------------------
@@ -656,7 +650,18 @@ class OutboxStore:
             self._reader_pool, lambda: fn(self._db())
         )
 
+    async def _execute_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            # Returns nothing on purpose: a cursor handed back to the event loop thread and
+            # finalized there while the writer thread uses the connection is SQLITE_MISUSE
+            # ("bad parameter or other API misuse", seen under load in the drain bench).
+            db.executemany(sql, rows)
+
+        await self._write(run)
+
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """One write transaction on the writer thread. ``fn`` must not return a cursor or any
+        other sqlite3 object: it would be finalized on another thread."""
         """One write transaction on the writer thread (serialised with the group commits)."""
 
         def run(db: sqlite3.Connection) -> T:

@@ -51,49 +51,58 @@ class HubProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.log: collections.deque[str] = collections.deque(maxlen=400)
         self._drain: asyncio.Task[None] | None = None
+        self._notify: socket.socket | None = None
+        self._notify_dir: tempfile.TemporaryDirectory[str] | None = None
         self.starts = 0
 
     async def start(self, timeout: float = 30.0) -> None:
         loop = asyncio.get_running_loop()
-        with tempfile.TemporaryDirectory(prefix="edge-notify-") as tmp:
-            address = str(Path(tmp) / "notify.sock")
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
-                notify.bind(address)
-                notify.setblocking(False)
-                self.process = await asyncio.create_subprocess_exec(
-                    EDGE,
-                    "--config",
-                    str(self.config),
-                    "run",
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.PIPE,
-                    env={**self.env, "NOTIFY_SOCKET": address},
-                )
-                self.starts += 1
-                self._drain = asyncio.create_task(self._read(self.process))
-                exited = asyncio.ensure_future(self.process.wait())
-                try:
-                    async with asyncio.timeout(timeout):
-                        while True:
-                            datagram = asyncio.ensure_future(loop.sock_recv(notify, 4096))
-                            done, _ = await asyncio.wait(
-                                [datagram, exited], return_when=asyncio.FIRST_COMPLETED
-                            )
-                            if datagram not in done:
-                                datagram.cancel()
-                                raise AssertionError(
-                                    "hub exited before ready:\n" + "\n".join(self.log)
-                                )
-                            if b"READY=1" in datagram.result().split(b"\n"):
-                                return
-                except TimeoutError:
-                    raise AssertionError(
-                        "hub did not become ready:\n" + "\n".join(self.log)
-                    ) from None
-                finally:
-                    if not exited.done():
-                        exited.cancel()
+        self._close_notify()
+        # Kept for the process's lifetime, as systemd keeps it: the hub also sends WATCHDOG=1
+        # and STOPPING=1 to it.
+        self._notify_dir = tempfile.TemporaryDirectory(prefix="edge-notify-")
+        address = str(Path(self._notify_dir.name) / "notify.sock")
+        notify = self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(address)
+        notify.setblocking(False)
+        self.process = await asyncio.create_subprocess_exec(
+            EDGE,
+            "--config",
+            str(self.config),
+            "run",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**self.env, "NOTIFY_SOCKET": address},
+        )
+        self.starts += 1
+        self._drain = asyncio.create_task(self._read(self.process))
+        exited = asyncio.ensure_future(self.process.wait())
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    datagram = asyncio.ensure_future(loop.sock_recv(notify, 4096))
+                    done, _ = await asyncio.wait(
+                        [datagram, exited], return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if datagram not in done:
+                        datagram.cancel()
+                        raise AssertionError("hub exited before ready:\n" + "\n".join(self.log))
+                    if b"READY=1" in datagram.result().split(b"\n"):
+                        return
+        except TimeoutError:
+            raise AssertionError("hub did not become ready:\n" + "\n".join(self.log)) from None
+        finally:
+            if not exited.done():
+                exited.cancel()
+
+    def _close_notify(self) -> None:
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
+        if self._notify_dir is not None:
+            self._notify_dir.cleanup()
+            self._notify_dir = None
 
     async def _read(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
@@ -117,6 +126,7 @@ class HubProcess:
         return code
 
     async def _stop_drain(self) -> None:
+        self._close_notify()
         if self._drain is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self._drain, 5)

@@ -69,6 +69,23 @@ def _parser() -> argparse.ArgumentParser:
     ob_park.add_argument("--actor", default=None, help="who (default: your login)")
     ob_park.add_argument("--json", action="store_true")
 
+    netsuite = sub.add_parser("netsuite", help="NetSuite tools")
+    ns_sub = netsuite.add_subparsers(dest="netsuite_command", required=True)
+    sign = ns_sub.add_parser(
+        "sign-request",
+        help="print the TBA Authorization header for given inputs (compare with NetSuite's "
+        "login audit trail)",
+    )
+    sign.add_argument("--method", required=True)
+    sign.add_argument("--url", required=True)
+    sign.add_argument("--account", required=True, help="account id, e.g. 1234567 or 1234567_SB1")
+    sign.add_argument("--consumer-key", required=True)
+    sign.add_argument("--consumer-secret", required=True)
+    sign.add_argument("--token", required=True)
+    sign.add_argument("--token-secret", required=True)
+    sign.add_argument("--nonce", required=True)
+    sign.add_argument("--timestamp", required=True, type=int, help="seconds since the epoch")
+
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a config file without starting")
@@ -79,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "netsuite":
+        return _netsuite(args)
     try:
         if args.command == "config" and args.config_command == "check":
             settings = load_settings(args.path)
@@ -141,6 +160,29 @@ def _demo(args: argparse.Namespace) -> int:
         "Press Ctrl-C to stop.\n"
     )
     return _run(settings, on_ready=banner)
+
+
+def _netsuite(args: argparse.Namespace) -> int:
+    from edge.uplink.netsuite import NetSuiteError
+    from edge.uplink.netsuite.auth import format_authorization_line, tba_authorization_header
+
+    try:
+        header = tba_authorization_header(
+            args.method.upper(),
+            args.url,
+            account_id=args.account,
+            consumer_key=args.consumer_key,
+            consumer_secret=args.consumer_secret,
+            token=args.token,
+            token_secret=args.token_secret,
+            nonce=args.nonce,
+            timestamp=args.timestamp,
+        )
+        print(format_authorization_line(header))
+    except NetSuiteError as exc:
+        print(f"edge: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def _hub_url(settings: Settings, explicit: str | None) -> str:

@@ -36,8 +36,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("run", help="run the hub (what the systemd unit starts)")
-    demo = sub.add_parser("demo", help="run a hub with its broker on this machine, for a try-out")
+    demo = sub.add_parser(
+        "demo",
+        help="a whole store on this machine (hub, broker, cloud, lanes) riding out a WAN outage",
+    )
     demo.add_argument("--state-dir", default=".edge-state/demo", help="where the demo keeps state")
+    demo.add_argument("--lanes", type=_positive_int, default=8, help="simulated registers")
+    demo.add_argument("--outage-at", type=float, default=60.0, metavar="S", help="WAN cut at S s")
+    demo.add_argument("--outage-for", type=float, default=60.0, metavar="S", help="for S s")
+    demo.add_argument(
+        "--sale-every", type=float, default=4.0, metavar="S", help="mean seconds between sales"
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, metavar="S", help="stop by itself after S s"
+    )
+    demo.add_argument("--report-every", type=float, default=5.0, metavar="S")
 
     status = sub.add_parser("status", help="is the hub ready? (reads /readyz)")
     status.add_argument("--url", help="hub HTTP address (default: from the config)")
@@ -146,20 +159,42 @@ def _run(settings: Settings, *, on_ready: str | None = None) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not >= 1")
+    return value
+
+
 def _demo(args: argparse.Namespace) -> int:
-    overrides = {"EDGE__STATE_DIR": args.state_dir}
-    settings = load_settings(args.config, env={**os.environ, **overrides})
-    banner = (
-        "\nstore-edge demo: hub and broker are up.\n"
-        "  status:   {http}/readyz   (or: edge status --url {http})\n"
-        "  health:   {http}/healthz\n"
-        "  metrics:  {http}/metrics\n"
-        f"  broker:   mqtt://{settings.broker.host}:{settings.broker.port} (hub), "
-        f"mqtt://{settings.broker.lan_bind}:{settings.broker.lan_port} (lanes)\n"
-        f"  ping:     store/{settings.store_id}/hub/rpc/ping (MQTT 5 request/response)\n"
-        "Press Ctrl-C to stop.\n"
+    from pathlib import Path
+
+    from edge.demo import DemoOptions, run_demo
+
+    # Validate the configuration before anything starts (a bad file is exit 2, not a trace).
+    settings = load_settings(args.config, env={**os.environ, "EDGE__STATE_DIR": args.state_dir})
+    setup_logging(os.environ.get("EDGE__LOG__LEVEL", "WARNING"), settings.log.format)
+    options = DemoOptions(
+        lanes=args.lanes,
+        outage_at_s=args.outage_at,
+        outage_for_s=args.outage_for,
+        sale_every_s=args.sale_every,
+        duration_s=args.duration,
+        report_every_s=args.report_every,
     )
-    return _run(settings, on_ready=banner)
+    failed: list[BaseException] = []
+    kept = False
+    try:
+        kept = asyncio.run(
+            run_demo(options, config=args.config, state_dir=Path(args.state_dir), out=sys.stdout)
+        )
+    except* BrokerError as group:
+        failed.extend(group.exceptions)
+    for exc in failed:
+        print(f"edge: broker: {exc}", file=sys.stderr)
+    if failed:
+        return EXIT_FAILED
+    return EXIT_OK if kept else EXIT_PROBLEM
 
 
 def _netsuite(args: argparse.Namespace) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -84,54 +83,6 @@ async def test_missing_mosquitto_is_a_clear_error(
     assert code == 4
     assert "install the Debian package 'mosquitto'" in err
     assert "Traceback" not in err
-
-
-async def test_demo_brings_up_hub_and_broker_and_stops_cleanly(
-    tmp_path: Path, free_port: Callable[[], int]
-) -> None:
-    """The README's run command: `edge demo` starts broker + hub, prints where the status
-    endpoints are, `edge status` says ready, Ctrl-C stops everything."""
-    env = {
-        **os.environ,
-        "EDGE__BROKER__PORT": str(free_port()),
-        "EDGE__BROKER__LAN_PORT": str(free_port()),
-        "EDGE__HTTP__PORT": str(free_port()),
-    }
-    process = await asyncio.create_subprocess_exec(
-        EDGE,
-        "demo",
-        "--state-dir",
-        str(tmp_path / "demo"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    assert process.stdout is not None
-    try:
-        url = ""
-        async with asyncio.timeout(30):
-            async for raw in process.stdout:
-                line = raw.decode()
-                if "status:" in line:
-                    url = line.split()[1].removesuffix("/readyz")
-                    break
-        assert url.startswith("http://127.0.0.1:")
-        code, out, _ = await _edge("status", "--url", url)
-        assert code == 0, out
-        assert "READY" in out
-        assert "set_tcp_nodelay true" in (tmp_path / "demo/broker/mosquitto.conf").read_text()
-        process.send_signal(signal.SIGINT)
-        async with asyncio.timeout(20):
-            returncode = await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert returncode == 0
-    code, _, _ = await _edge("status", "--url", url)
-    assert code == 3, "after Ctrl-C nothing may be left listening"
-    with pytest.raises(OSError):
-        await asyncio.open_connection("127.0.0.1", int(env["EDGE__BROKER__PORT"]))
 
 
 @pytest.mark.skipif(not Path("/usr/bin/systemd-analyze").exists(), reason="no systemd-analyze")

@@ -1,0 +1,339 @@
+"""`edge demo`: a whole store on one machine, riding out a scripted WAN outage.
+
+Theory of operation
+-------------------
+One asyncio process runs, in this order:
+
+1. the cloud: the HQ API simulator (:mod:`edge.sim.hq_api`) on an ephemeral loopback port;
+2. the WAN: a fault proxy (:mod:`edge.sim.wan_proxy`) in front of it; the hub is pointed at
+   the proxy, never at the cloud directly;
+3. the hub itself (:class:`edge.app.Hub`, the same object ``edge run`` runs), with its managed
+   Mosquitto, its outbox connected to the cloud through the WAN;
+4. ``--lanes`` simulated registers (:class:`edge.sim.registers.SimLane`) ringing up valid sales
+   at a realistic pace, each handing its sales to the hub over MQTT and keeping them until the
+   hub acknowledges them (a register's journal).
+
+A script cuts the WAN (``blackhole``: packets vanish, as when the store's router loses its
+uplink) at ``--outage-at`` for ``--outage-for`` seconds. The narrator prints what happens:
+the store trading on, the outbox filling, the WAN coming back, the backlog draining. On Ctrl-C
+(or after ``--duration``) the lanes stop, the outbox gets a bounded moment to drain, the hub
+stops, and a summary checks the promise: every acknowledged sale in the cloud exactly once, or
+still on the hub's disk to be sent on the next start.
+
+The figures come from the running parts themselves (the lanes' acknowledgements, the hub's
+outbox status, the simulator's ledger): the narrator only reads and formats them
+(:func:`status_line` and :func:`summary` are pure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from edge.app import Hub
+from edge.settings import Settings, load_settings
+from edge.sim.hq_api import HqApiServer, HqApiSimulator, run_hq_api
+from edge.sim.registers import SimLane
+from edge.sim.wan_proxy import WanProxy
+
+DRAIN_AT_STOP_S = 15.0
+"""How long a stopping demo waits for the outbox to empty (the WAN being up)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    lanes: int = 8
+    outage_at_s: float = 60.0
+    outage_for_s: float = 60.0
+    sale_every_s: float = 4.0
+    """Mean seconds between two sales on one lane."""
+    duration_s: float | None = None
+    """Stop by itself after this long (None: run until Ctrl-C)."""
+    report_every_s: float = 5.0
+    seed: int = 1
+
+
+@dataclass(slots=True)
+class Figures:
+    """One reading of the store, for the narrator."""
+
+    elapsed_s: float
+    wan: str
+    rung: int
+    acked: int
+    pending: int
+    oldest_pending_s: float | None
+    parked: int
+    in_cloud: int
+    breaker: str
+
+
+def status_line(f: Figures) -> str:
+    oldest = "" if f.oldest_pending_s is None else f", oldest {f.oldest_pending_s:.0f} s"
+    parked = f", {f.parked} parked" if f.parked else ""
+    return (
+        f"[{f.elapsed_s:4.0f}s] WAN {f.wan:<4} | sales acked {f.acked:5d} | "
+        f"waiting in outbox {f.pending:5d}{oldest}{parked} | in the cloud {f.in_cloud:5d}"
+    )
+
+
+@dataclass(slots=True)
+class Outcome:
+    acked: set[str] = field(default_factory=set)
+    """Every sale the hub acknowledged to a lane."""
+    refused: dict[str, str] = field(default_factory=dict)
+    committed_counts: dict[str, int] = field(default_factory=dict)
+    """How many times the cloud recorded each acknowledged sale (absent: never)."""
+    on_disk: dict[str, str] = field(default_factory=dict)
+    """Outbox status (pending or parked) of the acknowledged sales the cloud does not have."""
+
+
+def summary(o: Outcome) -> tuple[bool, list[str]]:
+    """The closing verdict: (promise kept, lines to print)."""
+    once = sorted(k for k in o.acked if o.committed_counts.get(k) == 1)
+    twice = sorted(k for k in o.acked if o.committed_counts.get(k, 0) > 1)
+    pending = sorted(k for k, status in o.on_disk.items() if status == "pending")
+    parked = sorted(k for k, status in o.on_disk.items() if status == "parked")
+    lost = sorted(o.acked - set(once) - set(twice) - set(pending) - set(parked))
+    lines = [
+        f"sales acknowledged by the hub: {len(o.acked)}",
+        f"in the cloud exactly once:      {len(once)}",
+        f"in the cloud more than once:    {len(twice)}",
+        f"still on the hub's disk:        {len(pending)} (sent on the next start)",
+        f"parked for a technician:        {len(parked)}",
+        f"lost:                           {len(lost)}",
+    ]
+    if o.refused:
+        lines.append(f"refused by the hub:             {len(o.refused)} (a simulator bug)")
+    kept = not twice and not lost and not o.refused
+    lines.append(
+        "promise kept: every acknowledged sale is in the cloud once or still on disk"
+        if kept
+        else f"PROMISE BROKEN: duplicated {twice[:5]}, lost {lost[:5]}"
+    )
+    return kept, lines
+
+
+def demo_settings(
+    config: str | None, state_dir: Path, cloud_url: str, token: str, env: Mapping[str, str]
+) -> Settings:
+    overrides = {
+        "EDGE__STATE_DIR": str(state_dir),
+        "EDGE__OUTBOX__CONNECTOR": "hq_http",
+        "EDGE__UPLINK__HQ_HTTP__URL": cloud_url,
+        "EDGE__UPLINK__HQ_HTTP__TOKEN": token,
+        "EDGE__UPLINK__HQ_HTTP__TIMEOUT_S": env.get("EDGE__UPLINK__HQ_HTTP__TIMEOUT_S", "2.0"),
+    }
+    return load_settings(config, env={**env, **overrides})
+
+
+class Demo:
+    def __init__(
+        self,
+        options: DemoOptions,
+        *,
+        config: str | None,
+        state_dir: Path,
+        out: TextIO,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self._config = config
+        self._state_dir = state_dir
+        self._out = out
+        self._clock = clock
+        self._started = clock()
+        self.stop = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._rng = random.Random(options.seed)
+
+    def hurry(self) -> None:
+        """Skip the final drain (a second Ctrl-C)."""
+        self._hurry.set()
+
+    def say(self, text: str) -> None:
+        print(text, file=self._out, flush=True)
+
+    def _elapsed(self) -> float:
+        return self._clock() - self._started
+
+    async def run(self) -> bool:
+        """Run until :attr:`stop` is set (or the duration ends); True if the promise held."""
+        sim = HqApiSimulator(seed=self.options.seed)
+        async with run_hq_api(sim=sim) as hq, WanProxy(hq.host, hq.port) as wan:
+            settings = demo_settings(
+                self._config,
+                self._state_dir,
+                f"http://127.0.0.1:{wan.port}",
+                sim.token,
+                os.environ,
+            )
+            hub = Hub(settings)
+            hub_task = asyncio.create_task(hub.run(handle_signals=False), name="hub")
+            try:
+                async with asyncio.timeout(60):
+                    ready = asyncio.create_task(hub.ready.wait())
+                    await asyncio.wait([ready, hub_task], return_when=asyncio.FIRST_COMPLETED)
+                    ready.cancel()
+                if hub_task.done():
+                    await hub_task  # raises why the hub could not start
+                    return False
+                self._started = self._clock()
+                return await self._trade(settings, hub, hq, wan)
+            finally:
+                hub.request_stop()
+                await hub_task
+
+    async def _trade(self, settings: Settings, hub: Hub, hq: HqApiServer, wan: WanProxy) -> bool:
+        o = self.options
+        run_id = f"{int(time.time()) % 100000:05d}-"
+        lanes = [
+            SimLane(
+                host=settings.broker.lan_bind,
+                port=settings.broker.lan_port,
+                store_id=settings.store_id,
+                lane_id=f"lane-{n:02d}",
+                seed=o.seed * 1000 + n,
+                interval_s=o.sale_every_s * self._rng.uniform(0.6, 1.4),
+                txn_prefix=run_id,
+            )
+            for n in range(1, o.lanes + 1)
+        ]
+        self.say(
+            f"\nstore-edge demo: store {settings.store_id}, {o.lanes} lanes trading, "
+            f"a WAN outage at {o.outage_at_s:.0f} s for {o.outage_for_s:.0f} s.\n"
+            f"  console:  {hub.http.url}/readyz   outbox: {hub.http.url}/api/v1/outbox\n"
+            f"  CLI:      edge status --url {hub.http.url}   "
+            f"edge outbox --url {hub.http.url} status\n"
+            f"  lanes:    mqtt://{settings.broker.lan_bind}:{settings.broker.lan_port}   "
+            f"cloud (simulated HQ): {hq.url}\n"
+            "Press Ctrl-C to stop.\n"
+        )
+        async with asyncio.TaskGroup() as tg:
+            lane_tasks = [tg.create_task(lane.run(), name=lane.lane_id) for lane in lanes]
+            script = tg.create_task(self._outage_script(hub, wan), name="outage")
+            reporter = tg.create_task(self._report(hub, hq, wan, lanes), name="narrator")
+            if o.duration_s is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(o.duration_s):
+                        await self.stop.wait()
+            else:
+                await self.stop.wait()
+            self.say(f"[{self._elapsed():4.0f}s] stopping: the lanes close")
+            for lane in lanes:
+                lane.stop.set()
+            await asyncio.gather(*lane_tasks)
+            script.cancel()
+            wan.mode = "pass"
+            await self._drain(hub, hq, lanes)
+            reporter.cancel()
+        outcome = Outcome()
+        for lane in lanes:
+            outcome.acked |= lane.stats.acked
+            outcome.refused |= lane.stats.refused
+        outcome.committed_counts = {k: n for k in outcome.acked if (n := hq.sim.commit_count(k))}
+        if hub.outbox is not None:
+            outcome.on_disk = {
+                key: status
+                for key, status in (
+                    await hub.outbox.store.statuses(outcome.acked - set(outcome.committed_counts))
+                ).items()
+                if status != "delivered"
+            }
+        kept, lines = summary(outcome)
+        self.say("\n" + "\n".join(lines))
+        return kept
+
+    async def _outage_script(self, hub: Hub, wan: WanProxy) -> None:
+        o = self.options
+        await asyncio.sleep(max(0.0, o.outage_at_s - self._elapsed()))
+        wan.mode = "blackhole"
+        self.say(
+            f"[{self._elapsed():4.0f}s] WAN DOWN (scripted, {o.outage_for_s:.0f} s): the lanes "
+            "keep selling; every sale is acknowledged from the hub's disk"
+        )
+        await asyncio.sleep(o.outage_for_s)
+        wan.mode = "pass"
+        back_at = self._elapsed()
+        pending = (await hub.outbox.status())["pending"] if hub.outbox else 0
+        self.say(f"[{back_at:4.0f}s] WAN UP: {pending} sales waiting; draining to the cloud")
+        await _outbox_empty(hub)
+        self.say(
+            f"[{self._elapsed():4.0f}s] backlog delivered {self._elapsed() - back_at:.2f} s "
+            "after the WAN came back"
+        )
+
+    async def _figures(
+        self, hub: Hub, hq: HqApiServer, wan: WanProxy, lanes: list[SimLane]
+    ) -> Figures:
+        status: dict[str, Any] = await hub.outbox.status() if hub.outbox else {}
+        return Figures(
+            elapsed_s=self._elapsed(),
+            wan="up" if wan.mode == "pass" else "DOWN",
+            rung=sum(lane.stats.rung for lane in lanes),
+            acked=sum(len(lane.stats.acked) for lane in lanes),
+            pending=int(status.get("pending", 0)),
+            oldest_pending_s=status.get("oldest_pending_age_s"),
+            parked=int(status.get("parked", 0)),
+            in_cloud=len(hq.sim.committed),
+            breaker=str(status.get("breaker", {}).get("state", "n/a")),
+        )
+
+    async def _report(self, hub: Hub, hq: HqApiServer, wan: WanProxy, lanes: list[SimLane]) -> None:
+        while True:
+            await asyncio.sleep(self.options.report_every_s)
+            self.say(status_line(await self._figures(hub, hq, wan, lanes)))
+
+    async def _drain(self, hub: Hub, hq: HqApiServer, lanes: list[SimLane]) -> None:
+        if hub.outbox is None or (await hub.outbox.status())["pending"] == 0:
+            return
+        self.say(
+            f"[{self._elapsed():4.0f}s] letting the outbox drain (at most {DRAIN_AT_STOP_S:.0f} s)"
+        )
+        empty = asyncio.ensure_future(_outbox_empty(hub))
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        await asyncio.wait([empty, hurry], timeout=DRAIN_AT_STOP_S, return_when="FIRST_COMPLETED")
+        for task in (empty, hurry):
+            task.cancel()
+
+
+async def _outbox_empty(hub: Hub) -> None:
+    """Return once nothing is waiting in the outbox (checked after every finished batch)."""
+    outbox = hub.outbox
+    sender = outbox.sender if outbox is not None else None
+    if outbox is None or sender is None:
+        return
+
+    async def empty() -> bool:
+        return (await outbox.store.stats()).pending == 0
+
+    await sender.wait_until(empty)
+
+
+async def run_demo(
+    options: DemoOptions, *, config: str | None, state_dir: Path, out: TextIO
+) -> bool:
+    """Run the demo until Ctrl-C/SIGTERM (a second one skips the final drain)."""
+    demo = Demo(options, config=config, state_dir=state_dir, out=out)
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if demo.stop.is_set():
+            demo.hurry()
+        demo.stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        return await demo.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

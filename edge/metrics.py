@@ -70,6 +70,7 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.lanes = Gauge("edge_lanes", "Registers by lifecycle state.", ["state"], registry=r)
         self.outbox_pending = Gauge(
             "edge_outbox_pending", "Items waiting for delivery.", registry=r
         )

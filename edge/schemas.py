@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from edge.bus.envelope import HubStatus, Reply, Request
+from edge.bus.envelope import HubStatus, LaneStatus, Reply, Request
 from edge.bus.errors import ERROR_CODES
 from edge.outbox.intake import INTAKE_ERROR_CODES
 from edge.outbox.transactions import transaction_json_schema
@@ -40,6 +40,9 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         ),
         "reply.json": _schema(
             Reply, "Reply envelope", "Every reply the hub publishes to a response topic."
+        ),
+        "lane-status.json": _schema(
+            LaneStatus, "Lane presence", "Retained on store/{store}/lane/{lane}/status."
         ),
         "hub-status.json": _schema(
             HubStatus, "Hub presence", "Retained on store/{store}/hub/status."

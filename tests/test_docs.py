@@ -34,7 +34,8 @@ def test_protocol_examples_are_valid_messages() -> None:
     """Every JSON example in docs/protocol.md is a valid request, reply or status."""
     kinds = {
         "ok": "reply.json",
-        "state": "hub-status.json",
+        "hub_id": "hub-status.json",
+        "state": "lane-status.json",
         "txn_id": "transaction.json",
         "id": "request.json",
     }
@@ -57,5 +58,5 @@ def test_operations_example_config_is_valid_and_shows_the_defaults() -> None:
     raw = tomllib.loads(toml.group(1))
     documented = settings_from_dict(raw, "docs/operations.md")
     defaults = Settings()
-    for section in ("broker", "bus", "outbox", "uplink", "http", "shutdown", "log"):
+    for section in ("broker", "bus", "outbox", "uplink", "lanes", "http", "shutdown", "log"):
         assert getattr(documented, section) == getattr(defaults, section), section

@@ -69,6 +69,18 @@ class HubStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
     reason: Literal["shutdown", "lost"] | None = None
 
 
+class LaneStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A register's retained presence on ``store/{store}/lane/{lane}/status`` (its last will
+    publishes ``offline``). Re-published at least every 30 s as the heartbeat."""
+
+    v: int = ENVELOPE_VERSION
+    state: Literal["online", "offline"]
+    device_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    """The register's stable identity (serial number); else the lane id is the identity."""
+    software: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    reason: str | None = None
+
+
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(Request)
 

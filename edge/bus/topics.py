@@ -74,6 +74,9 @@ class Topics:
     def lane_status(self, lane: str) -> str:
         return f"{self.root}/lane/{segment(lane, 'lane id')}/status"
 
+    def lane_status_filter(self) -> str:
+        return f"{self.root}/lane/+/status"
+
     def device_status(self, device: str) -> str:
         return f"{self.root}/device/{segment(device, 'device id')}/status"
 

@@ -1,0 +1,309 @@
+"""The lane registry: the lifecycle state machine fed by presence and discovery, kept on disk.
+
+Theory of operation
+-------------------
+:class:`LaneStore` keeps one row per register (keyed by its stable device id) and an append-only
+log of transitions in ``<state_dir>/lanes.db`` (SQLite, WAL). :class:`LaneRegistry` is the
+asyncio shell around the pure :mod:`edge.lanes.lifecycle`:
+
+- **presence** (``store/{store}/lane/{lane}/status``, retained, with a last will): ``online`` is
+  an ONLINE event (a re-published ``online`` is the heartbeat), ``offline`` an OFFLINE event;
+  the payload's ``device_id`` is the identity (else the lane id), ``software`` its version;
+- **discovery** (mDNS ``_posreg._tcp``): a DISCOVERED event carrying the new address, so a
+  known register on a new address stays the same lane;
+- **contact**: a transaction from a lane counts as a heartbeat;
+- **timers**: :meth:`LaneRegistry.run` ticks every ``tick_s`` (missed heartbeat → offline, long
+  absence → stale → retired), with ``now`` from the injected clock.
+
+Until device enrollment with certificates exists (issue 7), a register that speaks on the
+broker is enrolled on first contact when ``auto_enroll`` is set (the default); one only seen
+on mDNS stays ``discovered`` for a technician. Every transition is logged, stored with its
+reason, and counted in ``edge_lanes{state}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from edge.bus.envelope import LaneStatus
+from edge.lanes.lifecycle import (
+    Event,
+    Lane,
+    LaneState,
+    LaneStateError,
+    Timers,
+    Transition,
+    alerts,
+    apply,
+    discovered,
+    tick,
+)
+
+log = logging.getLogger(__name__)
+_decode_status = msgspec.json.Decoder(LaneStatus).decode
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lanes (device_id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, at REAL NOT NULL,
+    before TEXT, after TEXT NOT NULL, event TEXT NOT NULL, reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transitions_by_device ON transitions (device_id, id);
+"""
+
+
+class LaneStore:
+    """SQLite file of lanes and their transitions. Calls are short; run them off the loop."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> dict[str, Lane]:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        self._db = db
+        return {
+            device_id: msgspec.json.decode(data, type=Lane)
+            for device_id, data in db.execute("SELECT device_id, data FROM lanes")
+        }
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def save(self, lane: Lane, transitions: list[Transition]) -> None:
+        db = self._require()
+        with db:
+            db.execute("BEGIN")
+            db.execute(
+                "INSERT INTO lanes (device_id, data) VALUES (?, ?) "
+                "ON CONFLICT (device_id) DO UPDATE SET data = excluded.data",
+                (lane.device_id, msgspec.json.encode(lane)),
+            )
+            db.executemany(
+                "INSERT INTO transitions (device_id, at, before, after, event, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(t.device_id, t.at, t.before, t.after, t.event, t.reason) for t in transitions],
+            )
+
+    def transitions(self, device_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._require().execute(
+            "SELECT at, before, after, event, reason FROM transitions WHERE device_id = ? "
+            "ORDER BY id DESC LIMIT ?",
+            (device_id, limit),
+        )
+        keys = ("at", "before", "after", "event", "reason")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def _require(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("lane store is not open")
+        return self._db
+
+
+class LaneRegistry:
+    def __init__(
+        self,
+        store: LaneStore,
+        timers: Timers,
+        *,
+        auto_enroll: bool = True,
+        tick_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+        on_change: Callable[[dict[LaneState, int]], None] | None = None,
+    ) -> None:
+        self._store = store
+        self.timers = timers
+        self._auto_enroll = auto_enroll
+        self._tick_s = tick_s
+        self._clock = clock
+        self._on_change = on_change
+        self._lanes: dict[str, Lane] = {}
+        self._by_lane_id: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+        self.changed = asyncio.Condition()
+
+    async def open(self) -> None:
+        self._lanes = await asyncio.to_thread(self._store.open)
+        self._by_lane_id = {ln.lane_id: d for d, ln in self._lanes.items() if ln.lane_id}
+        self._report()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._store.close)
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    async def on_presence(self, lane_id: str, payload: bytes) -> None:
+        """A lane's retained status message (or its last will)."""
+        if not payload:  # the retained status was cleared: the register is gone
+            device_id = self._by_lane_id.get(lane_id, lane_id)
+            await self._event(device_id, Event.OFFLINE, reason="status cleared")
+            return
+        try:
+            status = _decode_status(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("lanes: bad status from lane %s ignored: %s", lane_id, exc)
+            return
+        device_id = status.device_id or self._by_lane_id.get(lane_id) or lane_id
+        if status.state == "online":
+            await self._contact(device_id, lane_id, Event.ONLINE, software=status.software)
+        else:
+            await self._event(device_id, Event.OFFLINE, reason=status.reason or "offline")
+
+    async def on_contact(self, lane_id: str) -> None:
+        """Any message from the lane (a transaction): it is alive."""
+        device_id = self._by_lane_id.get(lane_id, lane_id)
+        await self._contact(device_id, lane_id, Event.HEARTBEAT)
+
+    async def on_discovered(
+        self, device_id: str, *, address: str | None, lane_id: str | None, software: str | None
+    ) -> None:
+        async with self._lock:
+            now = self._clock()
+            lane = self._lanes.get(device_id)
+            if lane is None:
+                lane, first = discovered(
+                    device_id, now, address=address, lane_id=lane_id, software=software
+                )
+                await self._commit(lane, [first])
+                return
+            lane, t = apply(
+                lane, Event.DISCOVERED, now, address=address, lane_id=lane_id, software=software
+            )
+            await self._commit(lane, [t] if t else [])
+
+    async def enroll(self, device_id: str, reason: str = "enrolled by technician") -> Lane:
+        return await self._event(device_id, Event.ENROLL, reason=reason, must_exist=True)
+
+    async def retire(self, device_id: str, reason: str = "retired by technician") -> Lane:
+        return await self._event(device_id, Event.RETIRE, reason=reason, must_exist=True)
+
+    # -- timers -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await self.tick()
+            await asyncio.sleep(self._tick_s)
+
+    async def tick(self) -> None:
+        async with self._lock:
+            now = self._clock()
+            for device_id in list(self._lanes):
+                lane, transitions = tick(self._lanes[device_id], now, self.timers)
+                if transitions:
+                    await self._commit(lane, transitions)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        rows = []
+        for lane in sorted(self._lanes.values(), key=lambda ln: (ln.lane_id or "", ln.device_id)):
+            rows.append(
+                {
+                    "device_id": lane.device_id,
+                    "lane_id": lane.lane_id,
+                    "state": lane.state.value,
+                    "since": lane.since,
+                    "last_seen": lane.last_seen,
+                    "silent_s": None if lane.last_seen is None else max(0.0, now - lane.last_seen),
+                    "address": lane.address,
+                    "software": lane.software,
+                    "alerts": [
+                        {"level": a.level, "code": a.code, "message": a.message}
+                        for a in alerts(lane, now, self.timers)
+                    ],
+                }
+            )
+        return rows
+
+    def counts(self) -> dict[LaneState, int]:
+        counts = dict.fromkeys(LaneState, 0)
+        for lane in self._lanes.values():
+            counts[lane.state] += 1
+        return counts
+
+    async def history(self, device_id: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._store.transitions, device_id)
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _contact(
+        self, device_id: str, lane_id: str, event: Event, *, software: str | None = None
+    ) -> None:
+        async with self._lock:
+            now = self._clock()
+            sw = software
+            lane = self._lanes.get(device_id)
+            transitions: list[Transition] = []
+            if lane is None:
+                lane, first = discovered(device_id, now, lane_id=lane_id, software=sw)
+                transitions.append(first)
+            if lane.state == LaneState.RETIRED:
+                # Retired by a person (or after months of silence): it comes back only when a
+                # technician enrolls it again.
+                log.warning("lanes: retired device %s (lane %s) is talking", device_id, lane_id)
+                lane, _ = apply(lane, Event.DISCOVERED, now, lane_id=lane_id, software=sw)
+            elif lane.state == LaneState.DISCOVERED and not self._auto_enroll:
+                lane, _ = apply(lane, Event.DISCOVERED, now, lane_id=lane_id, software=sw)
+            else:
+                if lane.state == LaneState.DISCOVERED:
+                    lane, t = apply(lane, Event.ENROLL, now, "enrolled on first contact")
+                    transitions += [t] if t else []
+                lane, t = apply(lane, event, now, lane_id=lane_id, software=sw)
+                transitions += [t] if t else []
+            await self._commit(lane, transitions)
+
+    async def _event(
+        self, device_id: str, event: Event, *, reason: str = "", must_exist: bool = False
+    ) -> Lane:
+        async with self._lock:
+            lane = self._lanes.get(device_id)
+            if lane is None:
+                if must_exist:
+                    raise KeyError(device_id)
+                return discovered(device_id, self._clock())[0]
+            try:
+                lane, t = apply(lane, event, self._clock(), reason)
+            except LaneStateError:
+                if must_exist:
+                    raise
+                return lane  # e.g. a last will for a lane already offline
+            await self._commit(lane, [t] if t else [])
+            return lane
+
+    async def _commit(self, lane: Lane, transitions: list[Transition]) -> None:
+        await asyncio.to_thread(self._store.save, lane, transitions)
+        self._lanes[lane.device_id] = lane
+        if lane.lane_id:
+            self._by_lane_id[lane.lane_id] = lane.device_id
+        for t in transitions:
+            log.info(
+                "lane %s (%s): %s -> %s (%s)",
+                lane.lane_id or "-",
+                t.device_id,
+                t.before.value if t.before else "new",
+                t.after.value,
+                t.reason,
+            )
+        if transitions:
+            self._report()
+            async with self.changed:
+                self.changed.notify_all()
+
+    def _report(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self.counts())

@@ -22,20 +22,24 @@ import logging
 import signal
 import time
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from edge.broker import BrokerSupervisor
 from edge.bus import Bus, RequestContext, RpcRouter, Topics
-from edge.console import outbox_api
+from edge.bus.client import Message
+from edge.console import lanes_api, outbox_api
 from edge.console.server import Check, HealthSource, HttpServer, build_app
+from edge.lanes.lifecycle import LaneState, Timers
+from edge.lanes.registry import LaneRegistry, LaneStore
 from edge.metrics import Metrics
 from edge.outbox.intake import DiskGuard, Intake
 from edge.outbox.sender import Sender
 from edge.outbox.service import OutboxService
 from edge.outbox.store import OutboxStore
-from edge.settings import Settings
+from edge.settings import Settings, SettingsError
 from edge.systemd import Notifier
 from edge.uplink.base import Connector
 from edge.uplink.hq_http import HqHttpConnector
@@ -55,7 +59,42 @@ def build_connector(settings: Settings) -> Connector | None:
             max_concurrency=hq.max_concurrency,
             timeout_s=hq.timeout_s,
         )
+    if settings.outbox.connector == "netsuite":
+        return build_netsuite(settings)
     return None
+
+
+def build_netsuite(settings: Settings) -> Connector:
+    from edge.uplink.netsuite.auth import account_host
+    from edge.uplink.netsuite.connector import (
+        NetSuiteConnector,
+        OAuth2Credentials,
+        TbaCredentials,
+    )
+
+    ns = settings.uplink.netsuite
+    credentials: TbaCredentials | OAuth2Credentials
+    if ns.auth == "tba":
+        credentials = TbaCredentials(
+            ns.consumer_key, ns.consumer_secret, ns.token_id, ns.token_secret
+        )
+    else:
+        try:
+            key = Path(ns.private_key_path).read_bytes()
+        except OSError as exc:
+            raise SettingsError(
+                "settings", "uplink.netsuite.private_key_path", f"cannot read the key: {exc}"
+            ) from exc
+        credentials = OAuth2Credentials(ns.client_id, ns.certificate_id, key, ns.algorithm)
+    return NetSuiteConnector(
+        base_url=ns.base_url or f"https://{account_host(ns.account_id)}.suitetalk.api.netsuite.com",
+        account_id=ns.account_id,
+        credentials=credentials,
+        mapping=ns.mapping,
+        concurrency=ns.concurrency,
+        timeout_s=ns.timeout_s,
+        throttle_on_401=ns.throttle_on_401,
+    )
 
 
 def hub_version() -> str:
@@ -115,6 +154,23 @@ class Hub:
             )
             self.rpc.register("lane", "txn.submit", self.intake.submit)
             outbox_api.add_routes(http_app, self.outbox)
+        lanes = settings.lanes
+        day = 86400.0
+        self.lanes = LaneRegistry(
+            LaneStore(settings.state_dir / "lanes.db"),
+            Timers(
+                heartbeat_timeout_s=lanes.heartbeat_timeout_s,
+                offline_warn_after_s=lanes.offline_warn_after_s,
+                stale_after_s=lanes.stale_after_days * day,
+                retire_after_s=lanes.retire_after_days * day,
+                retire_warn_before_s=lanes.retire_warn_before_days * day,
+            ),
+            auto_enroll=lanes.auto_enroll,
+            tick_s=lanes.tick_s,
+            on_change=self._on_lanes_changed,
+        )
+        self.bus.route(self.topics.lane_status_filter(), self._on_lane_status)
+        lanes_api.add_routes(http_app, self.lanes)
         self.http = HttpServer(http_app, settings.http.host, settings.http.port)
         self.started_at = time.monotonic()
         self._stop = asyncio.Event()
@@ -173,6 +229,14 @@ class Hub:
 
     # -- built-in methods --------------------------------------------------------------------
 
+    def _on_lanes_changed(self, counts: dict[LaneState, int]) -> None:
+        for state, n in counts.items():
+            self.metrics.lanes.labels(state.value).set(n)
+
+    async def _on_lane_status(self, message: Message) -> None:
+        lane_id = message.topic.split("/")[3]
+        await self.lanes.on_presence(lane_id, message.payload)
+
     async def _ping(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
         """``hub/rpc/ping``: echoes ``data`` back with the hub's time (a liveness probe for
         registers, and the baseline method of the benchmarks)."""
@@ -198,6 +262,8 @@ class Hub:
                         # Open before the bus subscribes: no request may find it closed.
                         await outbox.store.open()
                         started.append(tg.create_task(outbox.run_metrics(), name="outbox-metrics"))
+                    await self.lanes.open()
+                    started.append(tg.create_task(self.lanes.run(), name="lanes"))
                     if self.broker is not None:
                         started.append(tg.create_task(self.broker.run(), name="broker"))
                         await self._unless_stopped(
@@ -225,6 +291,7 @@ class Hub:
                         await asyncio.wait([task])
                     if outbox is not None:
                         await outbox.store.close()
+                    await self.lanes.close()
         finally:
             await self.http.stop()
             if handle_signals:

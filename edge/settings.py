@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from edge.uplink.netsuite.mapping import Mapping as NetSuiteMapping
+
 DEFAULT_SYSTEM_CONFIG = Path("/etc/edge/edge.toml")
 ENV_CONFIG = "EDGE_CONFIG"
 ENV_PREFIX = "EDGE__"
@@ -92,7 +94,7 @@ class OutboxSettings(_Section):
     enabled: bool = True
     path: str = ""
     """Empty: ``<state_dir>/outbox.db``."""
-    connector: Literal["none", "hq_http"] = "none"
+    connector: Literal["none", "hq_http", "netsuite"] = "none"
     """Where transactions go. "none": kept (and acknowledged) but not sent anywhere yet."""
     min_free_bytes: int = 256 * 1024 * 1024
     """Below this much free space the hub refuses new transactions (STORAGE_FULL)."""
@@ -121,8 +123,49 @@ class HqHttpSettings(_Section):
     max_concurrency: int = 4
 
 
+class NetSuiteSettings(_Section):
+    """NetSuite SuiteTalk REST (docs/operations.md, "NetSuite")."""
+
+    account_id: str = ""
+    """As NetSuite shows it: ``1234567``, or ``1234567_SB1`` for a sandbox."""
+    base_url: str = ""
+    """Empty: ``https://<account>.suitetalk.api.netsuite.com`` (Company URLs in NetSuite)."""
+    auth: Literal["oauth2", "tba"] = "oauth2"
+    client_id: str = ""
+    certificate_id: str = ""
+    private_key_path: str = ""
+    """PEM private key of the certificate mapped in NetSuite (mode 0600, never logged)."""
+    algorithm: Literal["PS256", "ES256"] = "PS256"
+    consumer_key: str = ""
+    consumer_secret: str = ""
+    token_id: str = ""
+    token_secret: str = ""
+    concurrency: int = 5
+    """Requests in flight at once: the account's limit (5 on a standard tier) or its share."""
+    timeout_s: float = 30.0
+    throttle_on_401: bool = True
+    """Treat 401 INVALID_LOGIN as "too busy" (NetSuite answers so over its limit)."""
+    mapping: NetSuiteMapping = msgspec.field(default_factory=NetSuiteMapping)
+
+
 class UplinkSettings(_Section):
     hq_http: HqHttpSettings = msgspec.field(default_factory=HqHttpSettings)
+    netsuite: NetSuiteSettings = msgspec.field(default_factory=NetSuiteSettings)
+
+
+class LanesSettings(_Section):
+    """The register registry and its lifecycle timers."""
+
+    auto_enroll: bool = True
+    """A register that speaks on the broker is enrolled on first contact (until certificate
+    enrollment is required); one seen only on mDNS waits for a technician."""
+    heartbeat_timeout_s: float = 90.0
+    """No status/heartbeat for this long: an online lane is offline (covers a lost will)."""
+    offline_warn_after_s: float = 4 * 3600.0
+    stale_after_days: float = 3.0
+    retire_after_days: float = 90.0
+    retire_warn_before_days: float = 14.0
+    tick_s: float = 10.0
 
 
 class HttpSettings(_Section):
@@ -148,6 +191,7 @@ class Settings(_Section):
     bus: BusSettings = msgspec.field(default_factory=BusSettings)
     outbox: OutboxSettings = msgspec.field(default_factory=OutboxSettings)
     uplink: UplinkSettings = msgspec.field(default_factory=UplinkSettings)
+    lanes: LanesSettings = msgspec.field(default_factory=LanesSettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
@@ -285,6 +329,8 @@ def _check(s: Settings, source: str) -> None:
         "bus.reconnect_min_s": s.bus.reconnect_min_s,
         "bus.request_timeout_s": s.bus.request_timeout_s,
         "shutdown.grace_s": s.shutdown.grace_s,
+        "lanes.heartbeat_timeout_s": s.lanes.heartbeat_timeout_s,
+        "lanes.tick_s": s.lanes.tick_s,
     }
     for key, limit in positive.items():
         if limit <= 0:
@@ -310,5 +356,19 @@ def _check(s: Settings, source: str) -> None:
         raise bad("outbox.min_free_bytes", "must not be negative")
     if o.connector == "hq_http" and not s.uplink.hq_http.url:
         raise bad("uplink.hq_http.url", 'is required when outbox.connector = "hq_http"')
+    if o.connector == "netsuite":
+        ns = s.uplink.netsuite
+        needed = ["account_id"] + (
+            ["client_id", "certificate_id", "private_key_path"]
+            if ns.auth == "oauth2"
+            else ["consumer_key", "consumer_secret", "token_id", "token_secret"]
+        )
+        for key in needed:
+            if not getattr(ns, key):
+                raise bad(f"uplink.netsuite.{key}", f'is required with auth = "{ns.auth}"')
+        if ns.concurrency < 1:
+            raise bad("uplink.netsuite.concurrency", "must be at least 1")
+    if not s.lanes.stale_after_days < s.lanes.retire_after_days:
+        raise bad("lanes.retire_after_days", "must be more than lanes.stale_after_days")
     if not 5 <= s.bus.keepalive_s <= 3600:
         raise bad("bus.keepalive_s", "must be between 5 and 3600 seconds")

@@ -82,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     ob_park.add_argument("--actor", default=None, help="who (default: your login)")
     ob_park.add_argument("--json", action="store_true")
 
+    from edge.lanes_cli import add_parser as add_lanes_parser
+
+    add_lanes_parser(sub)
+
     netsuite = sub.add_parser("netsuite", help="NetSuite tools")
     ns_sub = netsuite.add_subparsers(dest="netsuite_command", required=True)
     sign = ns_sub.add_parser(
@@ -131,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge.outbox_cli import run_outbox_command
 
         return run_outbox_command(_hub_url(settings, args.url), args)
+    if args.command == "lanes":
+        from edge.lanes_cli import run_lanes_command
+
+        return run_lanes_command(_hub_url(settings, args.url), args)
     return _run(settings)
 
 

@@ -7,7 +7,6 @@ edge.cli: 0 ok, 1 problem (unknown item, wrong state), 2 usage, 3 unreachable.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import getpass
 import json
 import socket
@@ -20,50 +19,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-
-
-class _Unreachable(Exception):
-    pass
-
-
-def _call(url: str, timeout: float, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method="POST" if data is not None else "GET",
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read())
-        except ValueError:
-            return exc.code, {"error": {"code": f"HTTP_{exc.code}", "message": exc.reason}}
-    except (OSError, ValueError) as exc:
-        raise _Unreachable(str(exc)) from exc
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
-
-
-def _when(epoch: float | None) -> str:
-    if not epoch:
-        return "-"
-    return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+from edge.api_client import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Unreachable,
+    age,
+    call,
+    when,
+)
 
 
 def run_outbox_command(base: str, args: argparse.Namespace) -> int:
@@ -72,22 +37,22 @@ def run_outbox_command(base: str, args: argparse.Namespace) -> int:
     actor = getattr(args, "actor", None) or f"{getpass.getuser()}@{socket.gethostname()}"
     try:
         if args.outbox_command == "status":
-            code, body = _call(api, args.timeout)
+            code, body = call(api, args.timeout)
         elif args.outbox_command == "list":
             status = "parked" if args.parked else "delivered" if args.delivered else "pending"
             query = urllib.parse.urlencode({"status": status, "limit": args.limit})
-            code, body = _call(f"{api}/items?{query}", args.timeout)
+            code, body = call(f"{api}/items?{query}", args.timeout)
         elif args.outbox_command == "retry" and args.all_parked:
-            code, body = _call(
+            code, body = call(
                 f"{api}/retry-parked", args.timeout, {"actor": actor, "reason": args.reason}
             )
         else:
             action = args.outbox_command
             key = urllib.parse.quote(args.key, safe="")
-            code, body = _call(
+            code, body = call(
                 f"{api}/items/{key}/{action}", args.timeout, {"actor": actor, "reason": args.reason}
             )
-    except _Unreachable as exc:
+    except Unreachable as exc:
         if getattr(args, "json", False):
             print(json.dumps({"reachable": False, "url": base, "error": str(exc)}))
         else:
@@ -113,7 +78,7 @@ def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
         disk = body.get("disk", {})
         rows = [
             ("pending", str(body["pending"])),
-            ("oldest pending", _age(body.get("oldest_pending_age_s"))),
+            ("oldest pending", age(body.get("oldest_pending_age_s"))),
             ("parked", str(body["parked"])),
             ("delivered (kept)", str(body["delivered"])),
             ("delivered/min", f"{body.get('delivered_per_min', 0):.0f}"),
@@ -140,7 +105,7 @@ def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
         for item in items:
             table.add_row(
                 str(item["seq"]), item["key"], item["kind"], item["lane"],
-                _when(item["accepted_at"]), str(item["attempts"]), item["last_error"] or "",
+                when(item["accepted_at"]), str(item["attempts"]), item["last_error"] or "",
             )  # fmt: skip
         console.print(table)
     elif command == "retry" and "retried" in body:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import aiomqtt
 import pytest
 
 from edge.lanes.lifecycle import LaneState, LaneStateError, Timers
@@ -188,3 +189,42 @@ async def test_hub_shows_a_register_online_and_offline_by_its_last_will(
             async with http.get(f"{hub.http.url}/api/v1/lanes/NOPE") as r:
                 assert r.status == 404
     assert LaneState.RETIRED.value == state_of(hub.lanes, "REG-7")
+
+
+async def _edge(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "edge"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_edge_lanes_cli_human_and_json(tmp_path: Path, broker: MosquittoProcess) -> None:
+    settings = hub_settings(tmp_path, broker_port=broker.port)
+    async with run_hub(settings) as hub:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="reg-9") as client:
+            await client.publish(hub.topics.lane_status("lane-09"), online("REG-9"), 1, retain=True)
+            await _wait_state(hub.lanes, "REG-9", "online")
+        url = hub.http.url
+        code, out = await _edge("lanes", "--url", url, "list")
+        assert code == 0, out
+        assert "lane-09" in out
+        assert "REG-9" in out
+        assert "online" in out
+        code, out = await _edge("lanes", "--url", url, "list", "--json")
+        assert code == 0
+        assert json.loads(out)["lanes"][0]["state"] == "online"
+        code, out = await _edge("lanes", "--url", url, "retire", "REG-9", "--reason", "broken")
+        assert code == 0, out
+        code, out = await _edge("lanes", "--url", url, "show", "REG-9")
+        assert code == 0
+        assert "online -> retired  (broken)" in out
+        code, out = await _edge("lanes", "--url", url, "show", "REG-404", "--json")
+        assert code == 1
+        assert json.loads(out)["error"]["code"] == "UNKNOWN_DEVICE"
+    code, out = await _edge("lanes", "--url", url, "list")
+    assert code == 3, "hub gone: unreachable"

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edge.app import Hub
+from edge.lanes.lifecycle import LaneState
 from edge.settings import Settings, load_settings
 from edge.sim.hq_api import HqApiServer, HqApiSimulator, run_hq_api
 from edge.sim.registers import SimLane
@@ -74,13 +75,15 @@ class Figures:
     parked: int
     in_cloud: int
     breaker: str
+    lanes_online: int = 0
 
 
 def status_line(f: Figures) -> str:
     oldest = "" if f.oldest_pending_s is None else f", oldest {f.oldest_pending_s:.0f} s"
     parked = f", {f.parked} parked" if f.parked else ""
     return (
-        f"[{f.elapsed_s:4.0f}s] WAN {f.wan:<4} | sales acked {f.acked:5d} | "
+        f"[{f.elapsed_s:4.0f}s] WAN {f.wan:<4} | lanes online {f.lanes_online:2d} | "
+        f"sales acked {f.acked:5d} | "
         f"waiting in outbox {f.pending:5d}{oldest}{parked} | in the cloud {f.in_cloud:5d}"
     )
 
@@ -285,6 +288,7 @@ class Demo:
             parked=int(status.get("parked", 0)),
             in_cloud=len(hq.sim.committed),
             breaker=str(status.get("breaker", {}).get("state", "n/a")),
+            lanes_online=hub.lanes.counts()[LaneState.ONLINE],
         )
 
     async def _report(self, hub: Hub, hq: HqApiServer, wan: WanProxy, lanes: list[SimLane]) -> None:

@@ -64,6 +64,7 @@ async def test_demo_rides_out_the_outage_and_keeps_the_promise(
     assert "more than once:    0" in text
     assert "lost:                           0" in text
     assert "promise kept" in text
+    assert "lanes online  3" in text, "each simulated lane announces itself"
 
 
 async def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path, free_port: Callable[[], int]) -> None:

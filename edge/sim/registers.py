@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import random
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -134,63 +136,92 @@ class SimLane:
         self._timeout_s = timeout_s
         self._prefix = txn_prefix
         self._topics = Topics(store_id)
+        self.device_id = f"SIM-{store_id}-{lane_id}".upper()
         self.stats = LaneStats()
         self.stop = asyncio.Event()
 
     async def run(self, count: int | None = None) -> LaneStats:
-        """Ring up sales until ``count`` are acknowledged or :attr:`stop` is set."""
-        number = 0
-        while not self.stop.is_set() and (count is None or len(self.stats.acked) < count):
-            number += 1
-            sale = make_sale(
-                store_id=self._store_id,
-                lane_id=self.lane_id,
-                number=number,
-                rng=self._rng,
-                txn_prefix=self._prefix,
-            )
-            self.stats.rung += 1
-            await self.hand_over(sale)
-            if self._interval_s:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._interval_s):
-                        await self.stop.wait()
-        return self.stats
+        """Ring up sales until ``count`` are acknowledged or :attr:`stop` is set.
 
-    async def hand_over(self, txn: dict[str, Any]) -> None:
-        """Send until acknowledged or refused for good (a register's journal)."""
-        topic = self._topics.lane_rpc(self.lane_id, "txn.submit")
+        One MQTT connection for the lane's life, as a register keeps one: it announces the lane
+        online (retained, with a retained last will ``offline``) and re-connects after any
+        loss, re-sending the sale in hand (a register's journal)."""
+        number = 0
+        pending: dict[str, Any] | None = None
         attempt = 0
-        while True:
+        while not self.stop.is_set() and (count is None or len(self.stats.acked) < count):
             try:
-                async with Requester(
-                    self._host,
-                    self._port,
-                    client_id=f"sim-{self._store_id}-{self.lane_id}",
-                    reply_topic=self._topics.lane_reply(self.lane_id),
-                ) as requester:
-                    while True:
-                        started = asyncio.get_running_loop().time()
-                        try:
-                            reply = await requester.request(topic, txn, timeout=self._timeout_s)
-                        except TimeoutError:
-                            self.stats.resends += 1
-                            continue
-                        if reply.ok:
-                            self.stats.latencies_ms.append(
-                                (asyncio.get_running_loop().time() - started) * 1000
+                async with self._connect() as requester:
+                    attempt = 0
+                    while not self.stop.is_set() and (
+                        count is None or len(self.stats.acked) < count
+                    ):
+                        if pending is None:
+                            number += 1
+                            pending = make_sale(
+                                store_id=self._store_id,
+                                lane_id=self.lane_id,
+                                number=number,
+                                rng=self._rng,
+                                txn_prefix=self._prefix,
                             )
-                            self.stats.acked.add(txn["txn_id"])
-                            return
-                        assert reply.error is not None
-                        if not reply.error.retryable:
-                            self.stats.refused[txn["txn_id"]] = reply.error.code
-                            return
-                        self.stats.resends += 1
-                        await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
-                        attempt += 1
+                            self.stats.rung += 1
+                        if await self._submit(requester, pending):
+                            pending = None
+                        if self._interval_s:
+                            with contextlib.suppress(TimeoutError):
+                                async with asyncio.timeout(self._interval_s):
+                                    await self.stop.wait()
+                    await requester.publish(
+                        self._topics.lane_status(self.lane_id), _status("offline"), retain=True
+                    )
             except (BusError, OSError) as exc:  # broker gone: reconnect
                 log.debug("sim lane %s: %s; reconnecting", self.lane_id, exc)
                 self.stats.resends += 1
                 await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
                 attempt += 1
+        return self.stats
+
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[Requester]:
+        status = self._topics.lane_status(self.lane_id)
+        async with Requester(
+            self._host,
+            self._port,
+            client_id=f"sim-{self._store_id}-{self.lane_id}",
+            reply_topic=self._topics.lane_reply(self.lane_id),
+            will=(status, _status("offline", reason="lost")),
+        ) as requester:
+            await requester.publish(status, _status("online", device=self.device_id), retain=True)
+            yield requester
+
+    async def _submit(self, requester: Requester, txn: dict[str, Any]) -> bool:
+        """One request; True once the sale is acknowledged or refused for good. Connection
+        errors propagate (the caller reconnects and sends it again)."""
+        topic = self._topics.lane_rpc(self.lane_id, "txn.submit")
+        started = asyncio.get_running_loop().time()
+        try:
+            reply = await requester.request(topic, txn, timeout=self._timeout_s)
+        except TimeoutError:
+            self.stats.resends += 1
+            return False
+        if reply.ok:
+            self.stats.latencies_ms.append((asyncio.get_running_loop().time() - started) * 1000)
+            self.stats.acked.add(txn["txn_id"])
+            return True
+        assert reply.error is not None
+        if not reply.error.retryable:
+            self.stats.refused[txn["txn_id"]] = reply.error.code
+            return True
+        self.stats.resends += 1
+        await asyncio.sleep(0.05)
+        return False
+
+
+def _status(state: str, *, device: str | None = None, reason: str | None = None) -> bytes:
+    status: dict[str, Any] = {"v": 1, "state": state}
+    if device:
+        status |= {"device_id": device, "software": "sim-1"}
+    if reason:
+        status["reason"] = reason
+    return json.dumps(status).encode()

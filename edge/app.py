@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import signal
 import time
+from collections.abc import Coroutine
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from edge.bus import Bus, RequestContext, RpcRouter, Topics
 from edge.bus.client import Message
 from edge.console import lanes_api, outbox_api
 from edge.console.server import Check, HealthSource, HttpServer, build_app
+from edge.discovery import Announcement, Discovery, HubAdvert
 from edge.lanes.lifecycle import LaneState, Timers
 from edge.lanes.registry import LaneRegistry, LaneStore
 from edge.metrics import Metrics
@@ -170,10 +172,26 @@ class Hub:
             on_change=self._on_lanes_changed,
         )
         self.bus.route(self.topics.lane_status_filter(), self._on_lane_status)
+        self.discovered_printers: dict[str, Announcement] = {}
+        self.discovery: Discovery | None = None
+        if settings.discovery.enabled:
+            d = settings.discovery
+            self.discovery = Discovery(
+                interfaces=list(d.interfaces),
+                advert=HubAdvert(
+                    store_id=settings.store_id,
+                    hub_id=settings.hub_id,
+                    address=d.advertise_address or d.interfaces[0],
+                    mqtt_port=settings.broker.lan_port,
+                    api_port=settings.http.port,
+                ),
+                on_found=self._on_announcement,
+            )
         lanes_api.add_routes(http_app, self.lanes)
         self.http = HttpServer(http_app, settings.http.host, settings.http.port)
         self.started_at = time.monotonic()
         self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Future[None]] = set()
         self.ready = asyncio.Event()
         """Set once every component has started and the bus is connected."""
 
@@ -233,6 +251,24 @@ class Hub:
         for state, n in counts.items():
             self.metrics.lanes.labels(state.value).set(n)
 
+    def _on_announcement(self, found: Announcement) -> None:
+        if found.kind == "printer":
+            self.discovered_printers[found.identity] = found
+            return
+        self._background(
+            self.lanes.on_discovered(
+                found.identity,
+                address=found.addresses[0],
+                lane_id=found.properties.get("lane"),
+                software=found.properties.get("sw"),
+            )
+        )
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _on_lane_status(self, message: Message) -> None:
         lane_id = message.topic.split("/")[3]
         await self.lanes.on_presence(lane_id, message.payload)
@@ -274,6 +310,8 @@ class Hub:
                         started.append(tg.create_task(outbox.sender.run(), name="outbox-sender"))
                     await self.http.start()
                     log.info("hub: http on %s", self.http.url)
+                    if self.discovery is not None:
+                        started.append(tg.create_task(self.discovery.run(), name="discovery"))
                     await self._unless_stopped(self.bus.wait_connected())
                     if not self._stop.is_set():
                         self.ready.set()

@@ -168,6 +168,16 @@ class LanesSettings(_Section):
     tick_s: float = 10.0
 
 
+class DiscoverySettings(_Section):
+    """mDNS: advertise the hub, browse registers and network printers."""
+
+    enabled: bool = False
+    interfaces: list[str] = []
+    """IPv4 addresses of the store-LAN interfaces to use; never every interface blindly."""
+    advertise_address: str = ""
+    """Address put in the hub's advert; empty: the first of ``interfaces``."""
+
+
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8780
@@ -192,6 +202,7 @@ class Settings(_Section):
     outbox: OutboxSettings = msgspec.field(default_factory=OutboxSettings)
     uplink: UplinkSettings = msgspec.field(default_factory=UplinkSettings)
     lanes: LanesSettings = msgspec.field(default_factory=LanesSettings)
+    discovery: DiscoverySettings = msgspec.field(default_factory=DiscoverySettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
@@ -368,6 +379,8 @@ def _check(s: Settings, source: str) -> None:
                 raise bad(f"uplink.netsuite.{key}", f'is required with auth = "{ns.auth}"')
         if ns.concurrency < 1:
             raise bad("uplink.netsuite.concurrency", "must be at least 1")
+    if s.discovery.enabled and not s.discovery.interfaces:
+        raise bad("discovery.interfaces", "list the store-LAN addresses to announce on")
     if not s.lanes.stale_after_days < s.lanes.retire_after_days:
         raise bad("lanes.retire_after_days", "must be more than lanes.stale_after_days")
     if not 5 <= s.bus.keepalive_s <= 3600:

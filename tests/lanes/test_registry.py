@@ -228,3 +228,37 @@ async def test_edge_lanes_cli_human_and_json(tmp_path: Path, broker: MosquittoPr
         assert json.loads(out)["error"]["code"] == "UNKNOWN_DEVICE"
     code, out = await _edge("lanes", "--url", url, "list")
     assert code == 3, "hub gone: unreachable"
+
+
+async def test_hub_lists_a_register_found_on_mdns_as_discovered(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """Discovery on (bound to loopback only): a register announcing itself is listed, not yet
+    enrolled, with its address; once it speaks on the broker it is enrolled and online."""
+    from zeroconf import IPVersion
+    from zeroconf.asyncio import AsyncZeroconf
+
+    from tests.test_discovery import register_info
+
+    settings = hub_settings(
+        tmp_path,
+        broker_port=broker.port,
+        discovery__enabled=True,
+        discovery__interfaces=["127.0.0.1"],
+    )
+    async with run_hub(settings) as hub:
+        peer = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+        try:
+            await peer.async_register_service(register_info("REG-5", "127.0.0.1", "lane-05"))
+            await _wait_state(hub.lanes, "REG-5", "discovered")
+            (row,) = hub.lanes.snapshot()
+            assert (row["address"], row["lane_id"], row["software"]) == (
+                "127.0.0.1",
+                "lane-05",
+                "pos-4.2",
+            )
+            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="reg-5") as client:
+                await client.publish(hub.topics.lane_status("lane-05"), online("REG-5"), 1)
+                await _wait_state(hub.lanes, "REG-5", "online")
+        finally:
+            await peer.async_close()

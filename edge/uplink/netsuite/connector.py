@@ -198,7 +198,7 @@ class NetSuiteConnector:
         if ref.email:
             email = ref.email.replace("'", "''")
             rows = await self.suiteql(
-                f"SELECT id FROM customer WHERE LOWER(email) = LOWER('{email}') ORDER BY id"
+                f"SELECT id FROM customer WHERE email = '{email}' ORDER BY id"
             )
             if rows:
                 return str(rows[0]["id"])

@@ -58,5 +58,15 @@ def test_operations_example_config_is_valid_and_shows_the_defaults() -> None:
     raw = tomllib.loads(toml.group(1))
     documented = settings_from_dict(raw, "docs/operations.md")
     defaults = Settings()
-    for section in ("broker", "bus", "outbox", "uplink", "lanes", "discovery", "http", "shutdown", "log"):
+    for section in (
+        "broker",
+        "bus",
+        "outbox",
+        "uplink",
+        "lanes",
+        "discovery",
+        "http",
+        "shutdown",
+        "log",
+    ):
         assert getattr(documented, section) == getattr(defaults, section), section

@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 :class:`Authenticator` is pure: the request's method, URL, ``Authorization`` header and ``now``
-in, a verdict out. It reuses the client's own signing primitives from
-:mod:`edge.uplink.netsuite.auth` to *recompute* what the client should have sent, so the two can
-only agree if the client follows RFC 5849 exactly as Oracle's worked examples do.
+in, a verdict out. It *recomputes* from the request as received what the client should have
+sent, with its own RFC 5849 code (:func:`base_string`), written apart from the client's signer in
+:mod:`edge.uplink.netsuite.auth` so that a mistake in one is not silently shared by the other
+(only the constants and the realm spelling are imported).
 
 TBA (OAuth 1.0a, HMAC-SHA256; ref §5.1). ``Authorization: OAuth realm="...", oauth_...="..."``
 is accepted when, in this order:
@@ -16,7 +17,7 @@ is accepted when, in this order:
 4. the consumer key and token are a registered :class:`TbaCredential`;
 5. ``oauth_timestamp`` is within ``timestamp_skew_s`` of ``now`` (the real window is UNCERTAIN,
    ref §5.1; default 300 s, None to switch off);
-6. the signature equals ``tba_signature(signature_base_string(method, url, params))``;
+6. the signature equals ``hmac_sha256(base_string(method, url, params), secrets)``;
 7. the ``(consumer key, token, nonce, timestamp)`` has not been accepted before within the skew
    window (RFC 5849 §3.3); a replay is refused.
 
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import random
@@ -49,7 +51,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote, unquote_to_bytes, urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -57,13 +59,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from edge.sim.netsuite.errors import NsError, OAuthError, invalid_login
-from edge.uplink.netsuite import NetSuiteError
 from edge.uplink.netsuite.auth import (
     CLIENT_ASSERTION_TYPE,
     TBA_SIGNATURE_METHOD,
     realm,
-    signature_base_string,
-    tba_signature,
 )
 
 __all__ = [
@@ -72,6 +71,8 @@ __all__ = [
     "Login",
     "OAuth2Client",
     "TbaCredential",
+    "base_string",
+    "hmac_sha256",
 ]
 
 MAX_ASSERTION_LIFETIME_S: Final = 3600
@@ -86,6 +87,51 @@ _CURVES: Final[Mapping[str, tuple[type[ec.EllipticCurve], int]]] = {
     "ES384": (ec.SECP384R1, 48),
     "ES512": (ec.SECP521R1, 66),
 }
+
+
+def _pct(raw: bytes) -> str:
+    # RFC 5849 §3.6: everything but ALPHA / DIGIT / "-" / "." / "_" / "~" is %XX (upper case).
+    return quote(raw, safe="-._~")
+
+
+def base_string(method: str, url: str, oauth_params: Mapping[str, str]) -> str:
+    """The RFC 5849 §3.4.1 signature base string of a request with a JSON (unsigned) body.
+
+    ``url`` is the URL as received; its query parameters are decoded (``+`` is a space) and
+    re-encoded; ``oauth_params`` are the header's decoded parameters (``realm`` and
+    ``oauth_signature`` are left out here).
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is not None and port != {"http": 80, "https": 443}.get(scheme):
+        host = f"{host}:{port}"
+    uri = f"{scheme}://{host}{parts.path or '/'}"
+    pairs: list[tuple[str, str]] = []
+    for piece in parts.query.split("&"):
+        if piece:
+            name, _, value = piece.partition("=")
+            pairs.append(
+                (
+                    _pct(unquote_to_bytes(name.replace("+", " "))),
+                    _pct(unquote_to_bytes(value.replace("+", " "))),
+                )
+            )
+    for name, value in oauth_params.items():
+        if name not in ("realm", "oauth_signature"):
+            pairs.append((_pct(name.encode()), _pct(value.encode("utf-8", "surrogatepass"))))
+    normalised = "&".join(f"{n}={v}" for n, v in sorted(pairs))
+    return "&".join((method.upper(), _pct(uri.encode()), _pct(normalised.encode())))
+
+
+def hmac_sha256(base: str, consumer_secret: str, token_secret: str) -> str:
+    """RFC 5849 §3.4.2 with SHA-256: key ``cs&ts`` (each percent-encoded), base64 digest."""
+    key = f"{_pct(consumer_secret.encode())}&{_pct(token_secret.encode())}"
+    digest = hmac.new(key.encode(), base.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return base64.b64encode(digest.digest()).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,14 +286,10 @@ class Authenticator:
         signature = params.get("oauth_signature", "")
         protocol = {k: v for k, v in params.items() if k not in ("realm", "oauth_signature")}
         try:
-            base = signature_base_string(method, url, protocol)
-            expected = tba_signature(
-                base,
-                consumer_secret=credential.consumer_secret,
-                token_secret=credential.token_secret,
-            )
-        except NetSuiteError as exc:
+            base = base_string(method, url, protocol)
+        except ValueError as exc:  # a bad port in the URL
             raise self._refuse(now, "tba", f"cannot rebuild the base string: {exc}") from None
+        expected = hmac_sha256(base, credential.consumer_secret, credential.token_secret)
         if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
             raise self._refuse(now, "tba", "signature mismatch", base)
         nonce_key = (

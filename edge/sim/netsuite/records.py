@@ -30,7 +30,10 @@ Validation refuses, before anything is stored, what NetSuite refuses (ref §1.6,
 - a journal entry whose debits and credits differ: 400 ``USER_ERROR``, path ``line``;
 - a value of the wrong JSON type, an external id with other characters, a bad ``tranDate``:
   400 ``INVALID_CONTENT``;
-- an external id on the simulator's rejection list: the rejection chosen for it.
+- an external id on the simulator's rejection list: the rejection chosen for it;
+- when the store was given the account's ``locations`` or ``payment_methods`` (internal ids;
+  None, the default, accepts any), a transaction whose ``location`` or ``paymentMethod`` /
+  ``paymentOption`` names another id: 400 ``INVALID_CONTENT`` Invalid Field Value.
 
 Mandatory fields per type (a simplified but strict reading of the record pages):
 
@@ -291,10 +294,18 @@ class RecordStore:
         *,
         seed_customers: Iterable[str] = ("Walk-in Customer",),
         accounts: Iterable[int] | None = None,
+        locations: Iterable[int] | None = None,
+        payment_methods: Iterable[int] | None = None,
         now: float = 0.0,
     ) -> None:
         self.catalogue = catalogue
         self.accounts: frozenset[int] | None = None if accounts is None else frozenset(accounts)
+        self.locations: set[int] | None = None if locations is None else set(locations)
+        """Internal ids a transaction's ``location`` may name (None: any)."""
+        self.payment_methods: set[int] | None = (
+            None if payment_methods is None else set(payment_methods)
+        )
+        """Internal ids ``paymentMethod`` / ``paymentOption`` may name (None: any)."""
         self.rejections: dict[str, Rejection] = {}
         """Lower-cased external id -> the rejection every write of it gets."""
         self.create_counts: Counter[tuple[str, str]] = Counter()
@@ -552,6 +563,10 @@ class RecordStore:
         memo = fields.get("memo")
         if memo is not None and not isinstance(memo, str):
             raise invalid_content("memo must be a string.", "memo")
+        if rtype in TRANSACTION_TYPES:
+            self._listed_ref(fields, "location", self.locations)
+            self._listed_ref(fields, "paymentMethod", self.payment_methods)
+            self._listed_ref(fields, "paymentOption", self.payment_methods)
         if rtype == "customer":
             self._validate_customer(fields)
         elif rtype in _ITEM_LINE_TYPES:
@@ -565,6 +580,16 @@ class RecordStore:
         elif rtype == "inventoryAdjustment":
             self._validate_adjustment(fields)
         return None
+
+    @staticmethod
+    def _listed_ref(fields: Mapping[str, Any], name: str, allowed: set[int] | None) -> None:
+        ref = fields.get(name)
+        if ref is None or allowed is None:
+            return
+        raw = ref.get("id") if isinstance(ref, dict) else ref
+        text = str(raw) if isinstance(raw, int | str) and not isinstance(raw, bool) else ""
+        if not _INTERNAL_ID.fullmatch(text) or int(text) not in allowed:
+            raise invalid_field_value(raw, name, name)
 
     def _validate_customer(self, fields: Mapping[str, Any]) -> None:
         def text(name: str) -> bool:

@@ -257,8 +257,27 @@ class NetSuiteSim:
         return {key: n for key, n in self.records.create_counts.items() if n > 1}
 
 
+class _Runtime:
+    """Event-loop state of one app: what hung requests wait on, and change notification."""
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()  # set at shutdown: hung requests end
+        self._changed = asyncio.Event()
+
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        while True:
+            changed = self._changed  # taken before the check, so no change is missed
+            if predicate():
+                return
+            await changed.wait()
+
+
 SIM: Final = web.AppKey("netsuite_sim", NetSuiteSim)
-_RELEASED: Final = web.AppKey("netsuite_sim_released", asyncio.Event)
+_RUNTIME: Final = web.AppKey("netsuite_sim_runtime", _Runtime)
 
 
 # -- answers -----------------------------------------------------------------------------------
@@ -335,6 +354,8 @@ async def _governance(
         return _response(sim, _error_answer(refusal))
     sim.inflight += 1
     sim.peak_inflight = max(sim.peak_inflight, sim.inflight)
+    runtime = request.app[_RUNTIME]
+    runtime.notify()
     try:
         target = _target(request.path)
         fault = sim.faults.draw(target)
@@ -359,6 +380,7 @@ async def _governance(
         return _response(sim, _error_answer(error))
     finally:
         sim.inflight -= 1
+        runtime.notify()
 
 
 async def _strike(request: web.Request, fault: Fault) -> web.Response | None:
@@ -376,7 +398,7 @@ async def _strike(request: web.Request, fault: Fault) -> web.Response | None:
         error = NsError(fault.status, "UNEXPECTED_ERROR", "An unexpected error occurred.")
         return _response(sim, _error_answer(error))
     if fault.kind is FaultKind.TIMEOUT:
-        await request.app[_RELEASED].wait()  # set at shutdown only
+        await request.app[_RUNTIME].released.wait()  # set at shutdown only
         return _abort_with_rst(request)
     if fault.kind is FaultKind.RESET:
         return _abort_with_rst(request)
@@ -767,7 +789,7 @@ def make_app(sim: NetSuiteSim) -> web.Application:
     """The aiohttp application serving ``sim``; serve it with ``handler_cancellation=True``."""
     app = web.Application(middlewares=[_governance], client_max_size=104 * 1024 * 1024)
     app[SIM] = sim
-    app[_RELEASED] = asyncio.Event()
+    app[_RUNTIME] = _Runtime()
     app.on_shutdown.append(_release_hung_requests)
     app.router.add_route("*", f"{PREFIX}/record/v1/{{tail:.+}}", _record)
     app.router.add_post(f"{PREFIX}/query/v1/suiteql", _suiteql)
@@ -784,7 +806,7 @@ def make_app(sim: NetSuiteSim) -> web.Application:
 
 
 async def _release_hung_requests(app: web.Application) -> None:
-    app[_RELEASED].set()
+    app[_RUNTIME].released.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -792,6 +814,12 @@ class NetSuiteServer:
     url: str
     """Base URL, e.g. ``http://127.0.0.1:41234`` (clients append ``/services/rest/...``)."""
     sim: NetSuiteSim
+    _runtime: _Runtime
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once ``predicate()`` holds; it is re-checked whenever a request enters or
+        leaves the service (e.g. ``lambda: server.sim.inflight == 5``)."""
+        await self._runtime.wait_until(predicate)
 
     @property
     def rest_url(self) -> str:
@@ -807,14 +835,14 @@ async def run_netsuite_sim(
     until the block ends. A client that gives up cancels its handler (``handler_cancellation``)
     and so frees its concurrency slot, as a real server stops working for a gone client."""
     sim = sim if sim is not None else NetSuiteSim()
-    runner = web.AppRunner(
-        make_app(sim), handler_cancellation=True, access_log=None, shutdown_timeout=2.0
-    )
+    app = make_app(sim)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
         netloc = f"[{host}]" if ":" in host else host
-        yield NetSuiteServer(f"http://{netloc}:{int(runner.addresses[0][1])}", sim)
+        bound = int(runner.addresses[0][1])
+        yield NetSuiteServer(f"http://{netloc}:{bound}", sim, app[_RUNTIME])
     finally:
         await runner.cleanup()

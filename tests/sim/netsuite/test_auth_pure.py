@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from edge.sim.netsuite.auth import base_string
 from edge.uplink.netsuite.auth import signature_base_string
 
-TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
 PAIRS = st.lists(st.tuples(TEXT, TEXT), max_size=5)
 OAUTH = {
     "oauth_consumer_key": "ck",

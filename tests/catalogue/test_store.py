@@ -23,8 +23,10 @@ from edge.catalogue.model import (
     PriceRef,
     encode,
 )
+from edge.catalogue.pricing import BasketLine, price_basket
 from edge.catalogue.store import CatalogueStore
 from tests.catalogue.builders import (
+    AT,
     DAY,
     RED,
     STD,
@@ -679,3 +681,26 @@ async def test_the_catalogue_survives_a_reopen_with_its_epoch(tmp_path: Path) ->
         assert (await again.plan_feed(Cursor(epoch, 11))).mode == "current"
     finally:
         await again.close()
+
+
+async def test_pricing_view_and_upstream_cursor_come_from_one_version(
+    store: CatalogueStore,
+) -> None:
+    """A basket priced from the store's view matches the same records held in memory, and
+    the cloud's cursor is kept with the delta that carried it."""
+    await loaded(store)
+    await store.apply_delta(
+        delta("up", upstream_cursor="cloud-42", prices=[price("A", "2.00")]), now=T0
+    )
+    assert await store.upstream_cursor() == "cloud-42"
+    view = await store.pricing_view(["A", "B", "NOPE"])
+    assert view.version == 12
+    b = view.item("B")
+    assert b is not None
+    assert b.sku == "B"
+    assert view.item("C") is None  # not asked for
+    assert [p.promotion_id for p in view.promotions(["B"], AT)] == ["P10"]
+    basket = [BasketLine(sku="A", quantity=Decimal(1)), BasketLine(sku="B", quantity=Decimal(2))]
+    result = price_basket(view, basket, AT)
+    assert (str(result.discount_total), str(result.total)) == ("0.60", "7.40")
+    assert result.version == 12

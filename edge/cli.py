@@ -51,6 +51,19 @@ def _parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=None, metavar="S", help="stop by itself after S s"
     )
     demo.add_argument("--report-every", type=float, default=5.0, metavar="S")
+    demo.add_argument(
+        "--cloud",
+        choices=("netsuite", "hq"),
+        default="netsuite",
+        help="the simulated cloud: a NetSuite account (default) or the generic HQ API",
+    )
+    demo.add_argument(
+        "--catalogue-size",
+        type=_positive_int,
+        default=500,
+        metavar="N",
+        help="items in the simulated NetSuite account",
+    )
 
     status = sub.add_parser("status", help="is the hub ready? (reads /readyz)")
     status.add_argument("--url", help="hub HTTP address (default: from the config)")
@@ -189,6 +202,8 @@ def _demo(args: argparse.Namespace) -> int:
         sale_every_s=args.sale_every,
         duration_s=args.duration,
         report_every_s=args.report_every,
+        cloud=args.cloud,
+        catalogue_size=args.catalogue_size,
     )
     failed: list[BaseException] = []
     kept = False

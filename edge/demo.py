@@ -4,7 +4,10 @@ Theory of operation
 -------------------
 One asyncio process runs, in this order:
 
-1. the cloud: the HQ API simulator (:mod:`edge.sim.hq_api`) on an ephemeral loopback port;
+1. the cloud: the NetSuite-shaped simulator (:mod:`edge.sim.netsuite`, the default) or the
+   generic HQ API simulator (:mod:`edge.sim.hq_api`, ``--cloud hq``) on an ephemeral loopback
+   port. For NetSuite, the hub's item, payment-method and customer mapping is taken from the
+   simulated account, as a technician copies internal ids from NetSuite;
 2. the WAN: a fault proxy (:mod:`edge.sim.wan_proxy`) in front of it; the hub is pointed at
    the proxy, never at the cloud directly;
 3. the hub itself (:class:`edge.app.Hub`, the same object ``edge run`` runs), with its managed
@@ -33,17 +36,23 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable
+from collections.abc import Mapping as Mapping_
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, Protocol, TextIO
+
+import msgspec
 
 from edge.app import Hub
 from edge.lanes.lifecycle import LaneState
 from edge.settings import Settings, load_settings
-from edge.sim.hq_api import HqApiServer, HqApiSimulator, run_hq_api
-from edge.sim.registers import SimLane
+from edge.sim.hq_api import HqApiSimulator, run_hq_api
+from edge.sim.netsuite.auth import TbaCredential
+from edge.sim.netsuite.server import NetSuiteSim, run_netsuite_sim
+from edge.sim.registers import CATALOGUE, SimLane
 from edge.sim.wan_proxy import WanProxy
+from edge.uplink.netsuite.mapping import Mapping, external_id
 
 DRAIN_AT_STOP_S = 15.0
 """How long a stopping demo waits for the outbox to empty (the WAN being up)."""
@@ -60,6 +69,9 @@ class DemoOptions:
     """Stop by itself after this long (None: run until Ctrl-C)."""
     report_every_s: float = 5.0
     seed: int = 1
+    cloud: Literal["netsuite", "hq"] = "netsuite"
+    catalogue_size: int = 500
+    """Items in the simulated NetSuite account."""
 
 
 @dataclass(slots=True)
@@ -125,15 +137,128 @@ def summary(o: Outcome) -> tuple[bool, list[str]]:
     return kept, lines
 
 
+class Cloud(Protocol):
+    """The simulated cloud as the demo sees it: where it listens, how the hub is configured
+    to reach it (through the WAN proxy), and its ledger."""
+
+    name: str
+    host: str
+    port: int
+    url: str
+
+    def configure(self, settings: Settings, wan_url: str) -> Settings: ...
+
+    def count(self, txn_id: str) -> int:
+        """How many times the cloud recorded the transaction (0: never; 2+: a duplicate)."""
+        ...
+
+    def recorded(self) -> int:
+        """Transactions recorded so far."""
+        ...
+
+
+@dataclass
+class HqCloud:
+    sim: HqApiSimulator
+    host: str
+    port: int
+    url: str
+    name: str = "simulated HQ API"
+
+    def configure(self, settings: Settings, wan_url: str) -> Settings:
+        hq = msgspec.structs.replace(settings.uplink.hq_http, url=wan_url, token=self.sim.token)
+        return msgspec.structs.replace(
+            settings,
+            outbox=msgspec.structs.replace(settings.outbox, connector="hq_http"),
+            uplink=msgspec.structs.replace(settings.uplink, hq_http=hq),
+        )
+
+    def count(self, txn_id: str) -> int:
+        return self.sim.commit_count(txn_id)
+
+    def recorded(self) -> int:
+        return len(self.sim.committed)
+
+
+#: Record types that carry a transaction's own external id (the others are its payments).
+_PRIMARY_RECORDS = ("cashSale", "invoice", "cashRefund", "creditMemo")
+_DEMO_TBA = TbaCredential("demo-consumer", "demo-consumer-secret", "demo-token", "demo-secret")
+
+
+@dataclass
+class NetSuiteCloud:
+    sim: NetSuiteSim
+    host: str
+    port: int
+    url: str
+    name: str = "simulated NetSuite account"
+
+    def mapping(self) -> Mapping:
+        """The account's internal ids for the lanes' SKUs and tenders."""
+        skus = [sku for sku, *_ in CATALOGUE]
+        ids = self.sim.active_item_ids(len(skus) + 1)
+        return Mapping(
+            subsidiary_id="1",
+            default_location_id="1",
+            walk_in_customer_id=self.sim.walk_in_customer_id(),
+            items={sku: str(item) for sku, item in zip(skus, ids, strict=False)},
+            discount_item_id=str(ids[-1]),
+            payment_methods={"cash": "1", "card": "2", "gift_card": "3"},
+        )
+
+    def configure(self, settings: Settings, wan_url: str) -> Settings:
+        self.sim.auth.tba[(_DEMO_TBA.consumer_key, _DEMO_TBA.token)] = _DEMO_TBA
+        ns = msgspec.structs.replace(
+            settings.uplink.netsuite,
+            account_id=self.sim.account_id,
+            base_url=wan_url,
+            auth="tba",
+            consumer_key=_DEMO_TBA.consumer_key,
+            consumer_secret=_DEMO_TBA.consumer_secret,
+            token_id=_DEMO_TBA.token,
+            token_secret=_DEMO_TBA.token_secret,
+            concurrency=self.sim.concurrency,
+            mapping=self.mapping(),
+        )
+        return msgspec.structs.replace(
+            settings,
+            outbox=msgspec.structs.replace(settings.outbox, connector="netsuite"),
+            uplink=msgspec.structs.replace(settings.uplink, netsuite=ns),
+        )
+
+    def count(self, txn_id: str) -> int:
+        eid = external_id(txn_id)
+        return sum(self.sim.count(kind, eid) for kind in _PRIMARY_RECORDS)
+
+    def recorded(self) -> int:
+        return sum(1 for kind, _ in self.sim.ledger() if kind in _PRIMARY_RECORDS)
+
+
+@contextlib.asynccontextmanager
+async def run_cloud(options: DemoOptions) -> AsyncIterator[Cloud]:
+    """The simulated cloud the demo's WAN leads to, serving until the block ends."""
+    if options.cloud == "hq":
+        async with run_hq_api(sim=HqApiSimulator(seed=options.seed)) as hq:
+            yield HqCloud(hq.sim, hq.host, hq.port, hq.url)
+        return
+    # NetSuite answers a record in a few hundred milliseconds, five at a time.
+    sim = NetSuiteSim(catalogue_size=options.catalogue_size, latency_s=0.15)
+    async with run_netsuite_sim(sim) as ns:
+        host, port = ns.url.removeprefix("http://").rsplit(":", 1)
+        yield NetSuiteCloud(sim, host, int(port), ns.url)
+
+
 def demo_settings(
-    config: str | None, state_dir: Path, cloud_url: str, token: str, env: Mapping[str, str]
+    config: str | None, state_dir: Path, env: Mapping_[str, str], timeout_s: str = "2.0"
 ) -> Settings:
+    """The configuration (file and environment) with the demo's state directory; a short
+    cloud timeout (overridable) so a blackholed WAN is noticed within seconds."""
     overrides = {
         "EDGE__STATE_DIR": str(state_dir),
-        "EDGE__OUTBOX__CONNECTOR": "hq_http",
-        "EDGE__UPLINK__HQ_HTTP__URL": cloud_url,
-        "EDGE__UPLINK__HQ_HTTP__TOKEN": token,
-        "EDGE__UPLINK__HQ_HTTP__TIMEOUT_S": env.get("EDGE__UPLINK__HQ_HTTP__TIMEOUT_S", "2.0"),
+        "EDGE__UPLINK__HQ_HTTP__TIMEOUT_S": env.get("EDGE__UPLINK__HQ_HTTP__TIMEOUT_S", timeout_s),
+        "EDGE__UPLINK__NETSUITE__TIMEOUT_S": env.get(
+            "EDGE__UPLINK__NETSUITE__TIMEOUT_S", timeout_s
+        ),
     }
     return load_settings(config, env={**env, **overrides})
 
@@ -170,14 +295,10 @@ class Demo:
 
     async def run(self) -> bool:
         """Run until :attr:`stop` is set (or the duration ends); True if the promise held."""
-        sim = HqApiSimulator(seed=self.options.seed)
-        async with run_hq_api(sim=sim) as hq, WanProxy(hq.host, hq.port) as wan:
-            settings = demo_settings(
-                self._config,
-                self._state_dir,
+        async with run_cloud(self.options) as cloud, WanProxy(cloud.host, cloud.port) as wan:
+            settings = cloud.configure(
+                demo_settings(self._config, self._state_dir, os.environ),
                 f"http://127.0.0.1:{wan.port}",
-                sim.token,
-                os.environ,
             )
             hub = Hub(settings)
             hub_task = asyncio.create_task(hub.run(handle_signals=False), name="hub")
@@ -190,12 +311,12 @@ class Demo:
                     await hub_task  # raises why the hub could not start
                     return False
                 self._started = self._clock()
-                return await self._trade(settings, hub, hq, wan)
+                return await self._trade(settings, hub, cloud, wan)
             finally:
                 hub.request_stop()
                 await hub_task
 
-    async def _trade(self, settings: Settings, hub: Hub, hq: HqApiServer, wan: WanProxy) -> bool:
+    async def _trade(self, settings: Settings, hub: Hub, cloud: Cloud, wan: WanProxy) -> bool:
         o = self.options
         run_id = f"{int(time.time()) % 100000:05d}-"
         lanes = [
@@ -217,13 +338,13 @@ class Demo:
             f"  CLI:      edge status --url {hub.http.url}   "
             f"edge outbox --url {hub.http.url} status\n"
             f"  lanes:    mqtt://{settings.broker.lan_bind}:{settings.broker.lan_port}   "
-            f"cloud (simulated HQ): {hq.url}\n"
+            f"cloud ({cloud.name}): {cloud.url}\n"
             "Press Ctrl-C to stop.\n"
         )
         async with asyncio.TaskGroup() as tg:
             lane_tasks = [tg.create_task(lane.run(), name=lane.lane_id) for lane in lanes]
-            script = tg.create_task(self._outage_script(hub, wan), name="outage")
-            reporter = tg.create_task(self._report(hub, hq, wan, lanes), name="narrator")
+            script = tg.create_task(self._outage_script(hub, cloud, wan, lanes), name="outage")
+            reporter = tg.create_task(self._report(hub, cloud, wan, lanes), name="narrator")
             if o.duration_s is not None:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(o.duration_s):
@@ -234,15 +355,15 @@ class Demo:
             for lane in lanes:
                 lane.stop.set()
             await asyncio.gather(*lane_tasks)
-            script.cancel()
             wan.mode = "pass"
-            await self._drain(hub, hq, lanes)
+            await self._drain(hub)
+            script.cancel()  # after the drain: it may still narrate the backlog delivered
             reporter.cancel()
         outcome = Outcome()
         for lane in lanes:
             outcome.acked |= lane.stats.acked
             outcome.refused |= lane.stats.refused
-        outcome.committed_counts = {k: n for k in outcome.acked if (n := hq.sim.commit_count(k))}
+        outcome.committed_counts = {k: n for k in outcome.acked if (n := cloud.count(k))}
         if hub.outbox is not None:
             outcome.on_disk = {
                 key: status
@@ -255,7 +376,9 @@ class Demo:
         self.say("\n" + "\n".join(lines))
         return kept
 
-    async def _outage_script(self, hub: Hub, wan: WanProxy) -> None:
+    async def _outage_script(
+        self, hub: Hub, cloud: Cloud, wan: WanProxy, lanes: list[SimLane]
+    ) -> None:
         o = self.options
         await asyncio.sleep(max(0.0, o.outage_at_s - self._elapsed()))
         wan.mode = "blackhole"
@@ -268,14 +391,17 @@ class Demo:
         back_at = self._elapsed()
         pending = (await hub.outbox.status())["pending"] if hub.outbox else 0
         self.say(f"[{back_at:4.0f}s] WAN UP: {pending} sales waiting; draining to the cloud")
-        await _outbox_empty(hub)
+        # The backlog is delivered once the cloud holds as many sales as were acknowledged
+        # when the WAN came back (the lanes keep selling meanwhile).
+        backlog = sum(len(lane.stats.acked) for lane in lanes)
+        await _outbox_until(hub, lambda: cloud.recorded() >= backlog)
         self.say(
             f"[{self._elapsed():4.0f}s] backlog delivered {self._elapsed() - back_at:.2f} s "
             "after the WAN came back"
         )
 
     async def _figures(
-        self, hub: Hub, hq: HqApiServer, wan: WanProxy, lanes: list[SimLane]
+        self, hub: Hub, cloud: Cloud, wan: WanProxy, lanes: list[SimLane]
     ) -> Figures:
         status: dict[str, Any] = await hub.outbox.status() if hub.outbox else {}
         return Figures(
@@ -286,17 +412,17 @@ class Demo:
             pending=int(status.get("pending", 0)),
             oldest_pending_s=status.get("oldest_pending_age_s"),
             parked=int(status.get("parked", 0)),
-            in_cloud=len(hq.sim.committed),
+            in_cloud=cloud.recorded(),
             breaker=str(status.get("breaker", {}).get("state", "n/a")),
             lanes_online=hub.lanes.counts()[LaneState.ONLINE],
         )
 
-    async def _report(self, hub: Hub, hq: HqApiServer, wan: WanProxy, lanes: list[SimLane]) -> None:
+    async def _report(self, hub: Hub, cloud: Cloud, wan: WanProxy, lanes: list[SimLane]) -> None:
         while True:
             await asyncio.sleep(self.options.report_every_s)
-            self.say(status_line(await self._figures(hub, hq, wan, lanes)))
+            self.say(status_line(await self._figures(hub, cloud, wan, lanes)))
 
-    async def _drain(self, hub: Hub, hq: HqApiServer, lanes: list[SimLane]) -> None:
+    async def _drain(self, hub: Hub) -> None:
         if hub.outbox is None or (await hub.outbox.status())["pending"] == 0:
             return
         self.say(
@@ -307,6 +433,13 @@ class Demo:
         await asyncio.wait([empty, hurry], timeout=DRAIN_AT_STOP_S, return_when="FIRST_COMPLETED")
         for task in (empty, hurry):
             task.cancel()
+
+
+async def _outbox_until(hub: Hub, predicate: Callable[[], bool]) -> None:
+    """Return once ``predicate`` holds (checked after every batch the outbox finishes)."""
+    outbox = hub.outbox
+    if outbox is not None and outbox.sender is not None:
+        await outbox.sender.wait_until(predicate)
 
 
 async def _outbox_empty(hub: Hub) -> None:

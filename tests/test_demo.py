@@ -24,14 +24,19 @@ def _env(free_port: Callable[[], int]) -> dict[str, str]:
         "EDGE__BROKER__LAN_PORT": str(free_port()),
         "EDGE__HTTP__PORT": str(free_port()),
         "EDGE__UPLINK__HQ_HTTP__TIMEOUT_S": "0.5",
+        "EDGE__UPLINK__NETSUITE__TIMEOUT_S": "0.5",
     }
 
 
+@pytest.mark.parametrize(
+    ("cloud", "shown_as"), [("netsuite", "simulated NetSuite account"), ("hq", "simulated HQ API")]
+)
 async def test_demo_rides_out_the_outage_and_keeps_the_promise(
-    tmp_path: Path, free_port: Callable[[], int]
+    tmp_path: Path, free_port: Callable[[], int], cloud: str, shown_as: str
 ) -> None:
     """The store trades through the scripted outage, sales queue on disk while the WAN is down,
-    drain when it is back, and every acknowledged sale is in the cloud exactly once."""
+    drain when it is back, and every acknowledged sale is in the cloud exactly once (counted
+    in the simulated cloud's own ledger: NetSuite records by external id, or HQ commits)."""
     env = _env(free_port)
     process = await asyncio.create_subprocess_exec(
         EDGE,
@@ -44,6 +49,8 @@ async def test_demo_rides_out_the_outage_and_keeps_the_promise(
         "--sale-every=0.2",
         "--duration=8",
         "--report-every=0.5",
+        f"--cloud={cloud}",
+        "--catalogue-size=50",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
@@ -65,6 +72,7 @@ async def test_demo_rides_out_the_outage_and_keeps_the_promise(
     assert "lost:                           0" in text
     assert "promise kept" in text
     assert "lanes online  3" in text, "each simulated lane announces itself"
+    assert f"cloud ({shown_as})" in text
 
 
 async def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path, free_port: Callable[[], int]) -> None:

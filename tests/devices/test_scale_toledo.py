@@ -33,6 +33,7 @@ from devices.scale_toledo import (
     encode_status_frame,
     encode_weight_frame,
 )
+from tests.devices.streams import feed_in_pieces
 
 
 def with_even_parity(data: bytes) -> bytes:
@@ -203,12 +204,7 @@ def test_parser_never_raises_and_ignores_how_bytes_are_split(data: bytes, cuts: 
     whole = ToledoParser()
     expected = whole.feed(data)
     split = ToledoParser()
-    got = []
-    previous = 0
-    for cut in [*sorted(c for c in cuts if c <= len(data)), len(data)]:
-        got += split.feed(data[previous:cut])
-        previous = cut
-    assert got == expected
+    assert feed_in_pieces(split, data, cuts) == expected
     assert split.discarded == whole.discarded
     assert split.pending == whole.pending <= MAX_FRAME
 

@@ -68,9 +68,10 @@ def test_lb_and_net_frames() -> None:
 
 def test_weight_keeps_the_scales_precision() -> None:
     """``00.100`` is 0.100 kg exactly; no float ever rounds it to 0.1000000000000000055."""
-    weight = decode_frame(b"\x0200.100\r").weight  # type: ignore[union-attr]
-    assert weight == Decimal("0.100")
-    assert str(weight) == "0.100"
+    reading = decode_frame(b"\x0200.100\r")
+    assert isinstance(reading, Reading)
+    assert reading.weight == Decimal("0.100")
+    assert str(reading.weight) == "0.100"
 
 
 @pytest.mark.parametrize(
@@ -159,6 +160,19 @@ def test_parser_skips_garbage_and_a_truncated_frame_before_a_good_one() -> None:
         Reading(Decimal("0.500"), "kg", stable=True)
     ]
     assert parser.discarded == len(b"\xff3.2\r\x0201.2")
+
+
+@pytest.mark.parametrize("pieces", [1, 2, 31])
+def test_a_frame_of_exactly_max_frame_bytes_is_kept_and_a_longer_one_dropped(pieces: int) -> None:
+    """The buffer bound must never cut a legitimate frame, however it is split."""
+    longest = b"\x02" + b"0" * (MAX_FRAME - 6) + b".000\r"
+    too_long = b"\x020" + longest[1:]
+    assert len(longest) == MAX_FRAME
+    cuts = [len(longest) * i // pieces for i in range(1, pieces)]
+    assert feed_in_pieces(ToledoParser(), longest, cuts) == [decode_frame(longest)]
+    parser = ToledoParser()
+    assert feed_in_pieces(parser, too_long, cuts) == []
+    assert parser.discarded == len(too_long)
 
 
 def test_parser_buffer_is_bounded_when_no_frame_ever_ends() -> None:

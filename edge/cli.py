@@ -116,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--nonce", required=True)
     sign.add_argument("--timestamp", required=True, type=int, help="seconds since the epoch")
 
+    from edge.netsuite_cli import add_parsers as add_netsuite_parsers
+
+    add_netsuite_parsers(sub, ns_sub)
+
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a config file without starting")
@@ -126,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "netsuite":
+    if args.command == "netsuite" and args.netsuite_command == "sign-request":
         return _netsuite(args)
     try:
         if args.command == "config" and args.config_command == "check":
@@ -152,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge.lanes_cli import run_lanes_command
 
         return run_lanes_command(_hub_url(settings, args.url), args)
+    if args.command in ("reconcile", "netsuite"):
+        from edge.netsuite_cli import run_journal, run_reconcile
+
+        return (run_reconcile if args.command == "reconcile" else run_journal)(settings, args)
     return _run(settings)
 
 

@@ -554,6 +554,20 @@ class OutboxStore:
             ]
         )
 
+    async def accepted_between(self, start: float, end: float) -> list[Item]:
+        """Every item accepted in ``[start, end)`` (epoch seconds), in sequence order, whatever
+        its status (reconciliation; delivered items stay until ``retention_days``)."""
+        return await self._on_reader(
+            lambda db: [
+                _item(r)
+                for r in db.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM items WHERE accepted_at >= ? AND accepted_at < ?"
+                    " ORDER BY seq",
+                    (start, end),
+                )
+            ]
+        )
+
     async def audit_log(self, key: str | None = None) -> list[dict[str, Any]]:
         def query(db: sqlite3.Connection) -> list[dict[str, Any]]:
             sql = "SELECT at, key, action, actor, reason FROM audit"

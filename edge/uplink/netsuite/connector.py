@@ -77,8 +77,9 @@ _encode = msgspec.json.Encoder().encode
 _RETRY_STATUSES = frozenset({408, 425, 429})
 
 
-class _Stop(Exception):
-    """Ends one item's delivery with its outcome."""
+class RequestFailed(Exception):
+    """NetSuite did not answer as expected; :attr:`outcome` says how (retry later or rejected,
+    with NetSuite's error). Ends one item's delivery; tools see it too."""
 
     def __init__(self, outcome: Outcome) -> None:
         super().__init__(str(outcome))
@@ -156,7 +157,7 @@ class NetSuiteConnector:
             return Delivered(f"not-posted:{txn.kind}")
         try:
             return await self._post(plan)
-        except _Stop as stop:
+        except RequestFailed as stop:
             return stop.outcome
         except TimeoutError:
             return RetryLater("NetSuite did not answer in time", "timeout")
@@ -234,6 +235,11 @@ class NetSuiteConnector:
         _, found, _ = await self._request("GET", path, expect=(200,))
         return str(found["id"])
 
+    async def upsert(self, record_type: str, eid: str, body: dict[str, Any]) -> str:
+        """Create or update one record by external id; its internal id (tools: the daily
+        journal). Raises :class:`RequestFailed`."""
+        return await self._put(record_type, eid, body)
+
     async def suiteql(self, query: str, *, limit: int = 1000) -> list[dict[str, Any]]:
         """Every row of a SuiteQL query (paged with ``offset += count`` while ``hasMore``)."""
         rows: list[dict[str, Any]] = []
@@ -264,7 +270,8 @@ class NetSuiteConnector:
         prefer: str | None = None,
     ) -> tuple[int, Any, dict[str, str]]:
         """One call under the account's concurrency limit. A status in ``expect`` (or a 404 to
-        a GET with no ``expect``) returns; every other answer ends the item (:class:`_Stop`)."""
+        a GET with no ``expect``) returns; every other answer ends the item
+        (:class:`RequestFailed`)."""
         url = self._base + path
         session = self._http()
         async with self._slots:
@@ -287,7 +294,7 @@ class NetSuiteConnector:
                 parsed = {"body": raw[:2000].decode("utf-8", "replace")}
         if status in expect or (not expect and status in (200, 404)):
             return status, parsed, answer_headers
-        raise _Stop(self._classify(status, parsed, answer_headers))
+        raise RequestFailed(self._classify(status, parsed, answer_headers))
 
     def _classify(self, status: int, body: Any, headers: dict[str, str]) -> Outcome:
         details = body.get("o:errorDetails") if isinstance(body, dict) else None
@@ -334,7 +341,7 @@ class NetSuiteConnector:
                 await self._fetch_token(creds, now)
             header = self._tokens.authorization(self._clock())
         if header is None:
-            raise _Stop(RetryLater("no NetSuite access token", "server"))
+            raise RequestFailed(RetryLater("no NetSuite access token", "server"))
         return header
 
     async def _fetch_token(self, creds: OAuth2Credentials, now: float) -> None:
@@ -357,7 +364,9 @@ class NetSuiteConnector:
                 log.warning("netsuite: token endpoint answered %s", response.status)
                 if self._tokens.usable(now):
                     return  # keep using the old one until it expires
-                raise _Stop(RetryLater(f"NetSuite token endpoint {response.status}", "server"))
+                raise RequestFailed(
+                    RetryLater(f"NetSuite token endpoint {response.status}", "server")
+                )
         self._tokens.accept(raw, sent_at=now)
 
 

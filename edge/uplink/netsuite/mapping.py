@@ -29,6 +29,10 @@ paid in/out, till   hub's own reports)
 close
 ==================  ========================================================================
 
+With ``posting = "daily_journal"`` no transaction is posted on its own (each is delivered as
+"not posted"): the day is summarised in one journal entry instead
+(:mod:`edge.uplink.netsuite.reconcile`, ``edge netsuite journal``).
+
 A customer named on the transaction becomes ``entity``: the shell resolves it (by email first,
 then by external id ``cust-<id>``, creating it once if new); an anonymous sale uses
 ``walk_in_customer_id``.
@@ -73,8 +77,29 @@ from edge.uplink.netsuite.auth import sanitize_external_id
 RecordType = Literal["cashSale", "invoice", "customerPayment", "cashRefund", "creditMemo"]
 
 
+class JournalAccounts(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """GL accounts of the daily summary journal (internal ids of NetSuite accounts)."""
+
+    revenue: str = ""
+    """Sales, net of tax and before discounts (credited)."""
+    tax: str = ""
+    """Sales tax payable (credited)."""
+    discounts: str = ""
+    """Discounts given (debited)."""
+    tenders: dict[str, str] = {}
+    """tender type -> the account its takings go to (debited), e.g. undeposited funds."""
+
+
 class Mapping(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """How this account wants the store's business posted (``[uplink.netsuite.mapping]``)."""
+
+    posting: Literal["transactions", "daily_journal"] = "transactions"
+    """"transactions": a record per transaction (the table above); "daily_journal": one
+    balanced journalEntry per store and day instead (``edge netsuite journal``)."""
+    journal_accounts: JournalAccounts = msgspec.field(default_factory=JournalAccounts)
+    netsuite_total_includes_tax: bool = True
+    """Whether NetSuite's total of a posted sale includes tax (it computes tax itself; UNCERTAIN
+    per account, ref §0.7): what ``edge reconcile`` compares the store's amounts with."""
 
     subsidiary_id: str = ""
     default_location_id: str = ""
@@ -143,9 +168,16 @@ class Plan:
     """Index of the posting whose internal id is the outbox's record id."""
 
 
-def _number(value: Decimal) -> Any:
+def json_number(value: Decimal) -> Any:
     """A JSON number with exactly the decimal's digits (no float rounding on the way)."""
     return msgspec.Raw(format(value, "f").encode())
+
+
+def decimal_of(value: Any) -> Decimal:
+    """The exact decimal of an amount in a record body (see :func:`json_number`)."""
+    if isinstance(value, msgspec.Raw):
+        return Decimal(bytes(value).decode())
+    return Decimal(str(value))
 
 
 def _ref(internal_id: str) -> dict[str, str]:
@@ -175,6 +207,8 @@ def plan_postings(txn: Transaction, m: Mapping) -> Plan:
             "or skip this item",
             {"voided": voided},
         )
+    if m.posting == "daily_journal":
+        return Plan(not_posted=f"{txn.kind} is summarised in the store's daily journal")
     _check_common(txn, m)
     plan = Plan(customer=_customer(txn))
     if isinstance(txn, Sale):
@@ -264,9 +298,9 @@ def _item_lines(lines: list[Line], m: Mapping) -> dict[str, Any]:
         quantity = ln.quantity if ln.quantity is not None else ln.weight.value if ln.weight else 1
         entry: dict[str, Any] = {
             "item": _ref(mapped or m.unknown_item_id),
-            "quantity": _number(Decimal(quantity)),
-            "rate": _number(ln.unit_price),
-            "amount": _number(ln.amount),
+            "quantity": json_number(Decimal(quantity)),
+            "rate": json_number(ln.unit_price),
+            "amount": json_number(ln.amount),
         }
         description = ln.description or ""
         if mapped is None:
@@ -279,7 +313,7 @@ def _item_lines(lines: list[Line], m: Mapping) -> dict[str, Any]:
         for d in ln.discounts:
             discount: dict[str, Any] = {
                 "item": _ref(m.discount_item_id),
-                "amount": _number(-d.amount),
+                "amount": json_number(-d.amount),
                 "description": d.description
                 + (f" (promotion {d.promotion_id})" if d.promotion_id else ""),
             }
@@ -316,7 +350,7 @@ def _plan_sale(
             "location": body["location"],
             "tranDate": body["tranDate"],
             "memo": f"{body['memo']} / {tender.type}",
-            "payment": _number(_tender_amount(tender)),
+            "payment": json_number(_tender_amount(tender)),
             m.payment_method_field: _ref(m.payment_methods[tender.type]),
         }
         if "entity" in body:

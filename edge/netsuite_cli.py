@@ -1,0 +1,161 @@
+"""`edge reconcile --date D` and `edge netsuite journal --date D [--post]`.
+
+Both read the store's day from the outbox file (safe next to a running hub: SQLite WAL) and
+talk to NetSuite with the hub's own ``[uplink.netsuite]`` settings; neither needs the hub to be
+running, so a technician can reconcile a day on a hub that will not start.
+
+Exit codes as in edge.cli: 0 clean (or posted), 1 differences (or nothing to post, or NetSuite
+refused), 2 usage or configuration, 3 NetSuite unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from edge.api_client import EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE
+from edge.settings import Settings
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    netsuite_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    reconcile = sub.add_parser(
+        "reconcile",
+        help="compare the store's business day with what NetSuite holds (exit 1 on differences)",
+    )
+    reconcile.add_argument("--date", type=_date, required=True, help="register date YYYY-MM-DD")
+    reconcile.add_argument("--json", action="store_true")
+    journal = netsuite_sub.add_parser(
+        "journal", help="the store's daily summary journalEntry (posting = daily_journal)"
+    )
+    journal.add_argument("--date", type=_date, required=True, help="register date YYYY-MM-DD")
+    journal.add_argument("--post", action="store_true", help="upsert it into NetSuite")
+    journal.add_argument("--json", action="store_true")
+
+
+def run_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_with_netsuite(settings, args, _reconcile))
+
+
+def run_journal(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_with_netsuite(settings, args, _journal))
+
+
+async def _with_netsuite(settings: Settings, args: argparse.Namespace, work: Any) -> int:
+    from edge.app import build_netsuite
+    from edge.outbox.policy import RetryLater
+    from edge.outbox.store import OutboxStore
+    from edge.settings import SettingsError
+    from edge.uplink.netsuite.connector import NetSuiteConnector, RequestFailed
+
+    if settings.outbox.connector != "netsuite":
+        print('edge: outbox.connector is not "netsuite" in this configuration', file=sys.stderr)
+        return EXIT_USAGE
+    if not settings.outbox_path.exists():
+        print(f"edge: no outbox at {settings.outbox_path}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        connector = build_netsuite(settings)
+    except SettingsError as exc:
+        print(f"edge: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    assert isinstance(connector, NetSuiteConnector)
+    store = OutboxStore(settings.outbox_path)
+    await store.open()
+    try:
+        code: int = await work(settings, store, connector, args)
+        return code
+    except RequestFailed as exc:
+        print(f"edge: NetSuite: {exc.outcome}", file=sys.stderr)
+        return EXIT_UNREACHABLE if isinstance(exc.outcome, RetryLater) else EXIT_PROBLEM
+    except (TimeoutError, OSError) as exc:
+        print(f"edge: NetSuite unreachable: {exc or type(exc).__name__}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    finally:
+        await store.close()
+        await connector.aclose()
+
+
+async def _reconcile(
+    settings: Settings, store: Any, connector: Any, args: argparse.Namespace
+) -> int:
+    from edge.uplink.netsuite.day import reconcile_day
+
+    ns = settings.uplink.netsuite
+    result = await reconcile_day(store, connector, ns.mapping, settings.store_id, args.date)
+    report = result.as_json()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK if result.clean else EXIT_PROBLEM
+    console = Console(highlight=False, soft_wrap=True)
+    day = report["store"]
+    counts = ", ".join(f"{n} {kind}" for kind, n in day["transactions"].items()) or "none"
+    console.print(f"store {result.store_id}, {result.day}: {counts}")
+    tenders = ", ".join(f"{t} {a}" for t, a in day["tenders"].items()) or "-"
+    console.print(
+        f"  revenue {day['revenue']}  discounts {day['discounts']}  tax {day['tax']}  "
+        f"total {day['total']}  tenders: {tenders}"
+    )
+    console.print(f"  NetSuite records expected {result.expected}, held for the day {result.held}")
+    if result.clean:
+        console.print("clean: no differences")
+        return EXIT_OK
+    table = Table("kind", "external id", "detail", "expected", "NetSuite")
+    for d in report["differences"]:
+        table.add_row(
+            d["kind"], d["external_id"], d["detail"], d["expected"] or "-", d["netsuite"] or "-"
+        )
+    console.print(table)
+    by_kind = ", ".join(f"{n} {k}" for k, n in report["differences_by_kind"].items())
+    console.print(f"{len(result.differences)} difference(s): {by_kind}")
+    return EXIT_PROBLEM
+
+
+async def _journal(settings: Settings, store: Any, connector: Any, args: argparse.Namespace) -> int:
+    from edge.uplink.netsuite.day import journal_for_day, post_journal
+    from edge.uplink.netsuite.mapping import Preflight
+
+    mapping = settings.uplink.netsuite.mapping
+    try:
+        body = await journal_for_day(store, mapping, settings.store_id, args.date)
+    except Preflight as exc:
+        print(f"edge: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    if body is None:
+        print(f"edge: nothing to journal for {args.date}", file=sys.stderr)
+        return EXIT_PROBLEM
+    internal_id = await post_journal(connector, body) if args.post else None
+    encoded = msgspec.json.encode({"journal": body, "internal_id": internal_id})
+    if args.json:
+        print(msgspec.json.format(encoded, indent=2).decode())
+        return EXIT_OK
+    printable = json.loads(encoded, parse_float=str, parse_int=str)["journal"]
+    console = Console(highlight=False, soft_wrap=True)
+    table = Table("account", "debit", "credit", "memo", title=printable["externalId"])
+    for line in printable["line"]["items"]:
+        table.add_row(
+            line["account"]["id"],
+            str(line.get("debit", "")),
+            str(line.get("credit", "")),
+            line.get("memo", ""),
+        )
+    console.print(table)
+    console.print(f"posted: internal id {internal_id}" if args.post else "not posted (--post)")
+    return EXIT_OK

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from bench import bench_outbox, bench_rpc
+from bench import bench_catalogue, bench_netsuite, bench_outbox, bench_rpc
 from bench.common import Report
 
 
@@ -14,6 +14,8 @@ async def main() -> Report:
     report = Report()
     await bench_rpc.run(report)
     await bench_outbox.run(report)
+    await bench_netsuite.run(report)
+    await bench_catalogue.run(report)
     return report
 
 

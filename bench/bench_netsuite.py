@@ -84,8 +84,11 @@ async def posting(report: Report, latency: float, scale: float = SCALE) -> None:
                 hub.request_stop()
                 await task
     rate = sales / elapsed
-    print(f"    simulator: {sim.requests} requests, answers {dict(sim.responses)}, "
-          f"peak in flight {sim.peak_inflight}", flush=True)
+    print(
+        f"    simulator: {sim.requests} requests, answers {dict(sim.responses)}, "
+        f"peak in flight {sim.peak_inflight}",
+        flush=True,
+    )
     refused = sim.refused_over_limit
     report.add(Figure(
         f"NetSuite posting rate, {latency * 1000:.0f} ms per record", rate, "records/s",

@@ -157,9 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_lanes_command(_hub_url(settings, args.url), args)
     if args.command in ("reconcile", "netsuite"):
-        from edge.netsuite_cli import run_journal, run_reconcile
+        from edge.netsuite_cli import run_netsuite_command, run_reconcile
 
-        return (run_reconcile if args.command == "reconcile" else run_journal)(settings, args)
+        if args.command == "reconcile":
+            return run_reconcile(settings, args)
+        return run_netsuite_command(settings, args)
     return _run(settings)
 
 

@@ -1,11 +1,15 @@
-"""`edge reconcile --date D` and `edge netsuite journal --date D [--post]`.
+"""`edge reconcile --date D`, `edge netsuite journal --date D [--post]`, `edge netsuite
+catalogue-sync`.
 
 Both read the store's day from the outbox file (safe next to a running hub: SQLite WAL) and
 talk to NetSuite with the hub's own ``[uplink.netsuite]`` settings; neither needs the hub to be
 running, so a technician can reconcile a day on a hub that will not start.
 
-Exit codes as in edge.cli: 0 clean (or posted), 1 differences (or nothing to post, or NetSuite
-refused), 2 usage or configuration, 3 NetSuite unreachable.
+`edge netsuite catalogue-sync` brings the hub's catalogue file up to date with NetSuite's items
+(edge.uplink.netsuite.catalogue), with a progress bar.
+
+Exit codes as in edge.cli: 0 clean (or posted, or synced), 1 differences (or nothing to post,
+or NetSuite refused), 2 usage or configuration, 3 NetSuite unreachable.
 """
 
 from __future__ import annotations
@@ -48,14 +52,21 @@ def add_parsers(
     journal.add_argument("--date", type=_date, required=True, help="register date YYYY-MM-DD")
     journal.add_argument("--post", action="store_true", help="upsert it into NetSuite")
     journal.add_argument("--json", action="store_true")
+    catalogue = netsuite_sub.add_parser(
+        "catalogue-sync",
+        help="bring the hub's catalogue up to date with NetSuite's items (a full download the "
+        "first time and every full_every_h; else only what changed)",
+    )
+    catalogue.add_argument("--json", action="store_true")
 
 
 def run_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_with_netsuite(settings, args, _reconcile))
 
 
-def run_journal(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(_with_netsuite(settings, args, _journal))
+def run_netsuite_command(settings: Settings, args: argparse.Namespace) -> int:
+    work = _journal if args.netsuite_command == "journal" else _catalogue_sync
+    return asyncio.run(_with_netsuite(settings, args, work))
 
 
 async def _with_netsuite(settings: Settings, args: argparse.Namespace, work: Any) -> int:
@@ -68,7 +79,7 @@ async def _with_netsuite(settings: Settings, args: argparse.Namespace, work: Any
     if settings.outbox.connector != "netsuite":
         print('edge: outbox.connector is not "netsuite" in this configuration', file=sys.stderr)
         return EXIT_USAGE
-    if not settings.outbox_path.exists():
+    if work is not _catalogue_sync and not settings.outbox_path.exists():
         print(f"edge: no outbox at {settings.outbox_path}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -77,8 +88,9 @@ async def _with_netsuite(settings: Settings, args: argparse.Namespace, work: Any
         print(f"edge: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     assert isinstance(connector, NetSuiteConnector)
-    store = OutboxStore(settings.outbox_path)
-    await store.open()
+    store = OutboxStore(settings.outbox_path) if work is not _catalogue_sync else None
+    if store is not None:
+        await store.open()
     try:
         code: int = await work(settings, store, connector, args)
         return code
@@ -89,7 +101,8 @@ async def _with_netsuite(settings: Settings, args: argparse.Namespace, work: Any
         print(f"edge: NetSuite unreachable: {exc or type(exc).__name__}", file=sys.stderr)
         return EXIT_UNREACHABLE
     finally:
-        await store.close()
+        if store is not None:
+            await store.close()
         await connector.aclose()
 
 
@@ -158,4 +171,62 @@ async def _journal(settings: Settings, store: Any, connector: Any, args: argpars
         )
     console.print(table)
     console.print(f"posted: internal id {internal_id}" if args.post else "not posted (--post)")
+    return EXIT_OK
+
+
+async def _catalogue_sync(
+    settings: Settings, store: Any, connector: Any, args: argparse.Namespace
+) -> int:
+    """One sync into the hub's catalogue file, with a progress bar (or --json at the end)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from edge.catalogue.store import CatalogueStore
+    from edge.uplink.netsuite.catalogue import NetSuiteCatalogueSync
+
+    mapping = settings.uplink.netsuite.catalogue
+    if not mapping.enabled:
+        print("edge: [uplink.netsuite.catalogue] enabled is false", file=sys.stderr)
+        return EXIT_USAGE
+    catalogue = CatalogueStore(settings.catalogue_path)
+    await catalogue.open()
+    try:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            disable=args.json,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("reading items from NetSuite", total=None)
+
+            def on_page(mode: str, items: int) -> None:
+                progress.update(task, description=f"{mode}: {items:,} items read")
+
+            sync = NetSuiteCatalogueSync(
+                catalogue,
+                connector,
+                mapping,
+                spool_dir=settings.state_dir / "spool",
+                on_page=on_page,
+            )
+            result = await sync.sync()
+        stats = await catalogue.stats()
+    finally:
+        await catalogue.close()
+    report = {
+        "mode": result.mode,
+        "items_read": result.items,
+        "pages": result.pages,
+        "version": result.version,
+        "items_in_store": stats.items,
+        "skipped": result.skipped[:100],
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"{result.mode} sync: {result.items:,} items read in {result.pages} page(s); "
+            f"catalogue version {result.version}, {stats.items:,} items"
+            + (f"; {len(result.skipped)} skipped" if result.skipped else "")
+        )
     return EXIT_OK

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from edge.uplink.netsuite.mapping import CatalogueMapping as NetSuiteCatalogue
 from edge.uplink.netsuite.mapping import Mapping as NetSuiteMapping
 
 DEFAULT_SYSTEM_CONFIG = Path("/etc/edge/edge.toml")
@@ -146,6 +147,7 @@ class NetSuiteSettings(_Section):
     throttle_on_401: bool = True
     """Treat 401 INVALID_LOGIN as "too busy" (NetSuite answers so over its limit)."""
     mapping: NetSuiteMapping = msgspec.field(default_factory=NetSuiteMapping)
+    catalogue: NetSuiteCatalogue = msgspec.field(default_factory=NetSuiteCatalogue)
 
 
 class UplinkSettings(_Section):
@@ -210,6 +212,11 @@ class Settings(_Section):
     @property
     def client_id(self) -> str:
         return self.bus.client_id or f"edge-hub-{self.store_id}"
+
+    @property
+    def catalogue_path(self) -> Path:
+        """The store's catalogue file (edge.catalogue.store)."""
+        return self.state_dir / "catalogue.db"
 
     @property
     def outbox_path(self) -> Path:

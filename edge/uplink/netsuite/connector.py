@@ -241,22 +241,31 @@ class NetSuiteConnector:
         return await self._put(record_type, eid, body)
 
     async def suiteql(self, query: str, *, limit: int = 1000) -> list[dict[str, Any]]:
-        """Every row of a SuiteQL query (paged with ``offset += count`` while ``hasMore``)."""
+        """Every row of a SuiteQL query (paged with ``offset += count`` while ``hasMore``;
+        NetSuite stops at 100,000 rows: page larger reads by keyset, :meth:`suiteql_page`)."""
         rows: list[dict[str, Any]] = []
         offset = 0
         while True:
-            _, page, _ = await self._request(
-                "POST",
-                f"/query/v1/suiteql?limit={limit}&offset={offset}",
-                {"q": query},
-                expect=(200,),
-                prefer="transient",
-            )
-            items = page.get("items", [])
-            rows.extend({k: v for k, v in row.items() if k != "links"} for row in items)
-            if not page.get("hasMore") or not items:
+            items, more = await self.suiteql_page(query, limit=limit, offset=offset)
+            rows.extend(items)
+            if not more or not items:
                 return rows
             offset += len(items)
+
+    async def suiteql_page(
+        self, query: str, *, limit: int = 1000, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of a SuiteQL query: its rows (without ``links``) and ``hasMore``."""
+        _, page, _ = await self._request(
+            "POST",
+            f"/query/v1/suiteql?limit={limit}&offset={offset}",
+            {"q": query},
+            expect=(200,),
+            prefer="transient",
+        )
+        items = page.get("items", [])
+        rows = [{k: v for k, v in row.items() if k != "links"} for row in items]
+        return rows, bool(page.get("hasMore"))
 
     # -- HTTP -------------------------------------------------------------------------------
 

@@ -77,6 +77,47 @@ from edge.uplink.netsuite.auth import sanitize_external_id
 RecordType = Literal["cashSale", "invoice", "customerPayment", "cashRefund", "creditMemo"]
 
 
+class CatalogueMapping(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``[uplink.netsuite.catalogue]``: how NetSuite's items become the store's catalogue."""
+
+    enabled: bool = False
+    page_size: int = 1000
+    """Rows per SuiteQL page (NetSuite allows up to 1000)."""
+    locale: str = "en"
+    """The locale of NetSuite's display names (BCP 47, e.g. en, fr-CA)."""
+    full_every_h: float = 24.0
+    """A full download this often (catches deletions and price-only changes)."""
+    overlap_s: float = 3600.0
+    """Incremental reads re-read this much before the last sync (time zone UNCERTAIN)."""
+    item_types: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "InvtPart",
+            "NonInvtPart",
+            "Service",
+            "Kit",
+            "Assembly",
+            "GiftCert",
+        ]
+    )
+    """NetSuite item types the store sells (others, e.g. Discount, are left out)."""
+    alt_barcodes_field: str = "custitem_alt_barcodes"
+    department_field: str = "custitem_pos_department"
+    age_restricted_field: str = "custitem_pos_age_restricted"
+    age_restriction: int = 18
+    tax_group_field: str = "custitem_pos_tax_group"
+    tax_groups: dict[str, str] = {}
+    """NetSuite tax group value -> the store's tax code (else ``default_tax_code``)."""
+    default_tax_code: str = "STD"
+    tax_codes: dict[str, str] = msgspec.field(default_factory=lambda: {"STD": "0"})
+    """The store's tax codes and rates (NetSuite's tax tables are UNCERTAIN in SuiteQL)."""
+    price_levels: dict[str, str] = msgspec.field(default_factory=lambda: {"1": "base"})
+    """NetSuite price level id -> the store's level (``base`` is the shelf price)."""
+    price_quantity: int = 1
+    """The ``pricing.quantity`` of a unit price row (0 or 1 in the wild: UNCERTAIN)."""
+    custom_fields: list[str] = []
+    """Item columns carried to the registers as custom fields."""
+
+
 class JournalAccounts(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """GL accounts of the daily summary journal (internal ids of NetSuite accounts)."""
 

@@ -175,7 +175,7 @@ def _promotions(items: Sequence[Item]) -> list[Promotion]:
     counted = [item.sku for item in items if not item.weighed]
     if not counted:
         return []
-    count = min(50, max(4, len(items) // 2000))
+    count = min(50, max(5, len(items) // 2000))
     promotions: list[Promotion] = []
     for k in range(count):
         skus = list(dict.fromkeys(counted[(k * 7 + j * 13) % len(counted)] for j in range(5)))

@@ -31,7 +31,10 @@ import msgspec
 from edge.broker import BrokerSupervisor
 from edge.bus import Bus, RequestContext, RpcRouter, Topics
 from edge.bus.client import Message
-from edge.console import lanes_api, outbox_api
+from edge.catalogue.service import CatalogueService
+from edge.catalogue.source import CatalogueSource, HqCatalogueSource
+from edge.catalogue.store import CatalogueStore
+from edge.console import catalogue_api, lanes_api, outbox_api
 from edge.console.server import Check, HealthSource, HttpServer, build_app
 from edge.discovery import Announcement, Discovery, HubAdvert
 from edge.lanes.lifecycle import LaneState, Timers
@@ -63,6 +66,30 @@ def build_connector(settings: Settings) -> Connector | None:
         )
     if settings.outbox.connector == "netsuite":
         return build_netsuite(settings)
+    return None
+
+
+def build_catalogue_source(
+    settings: Settings, connector: Connector | None
+) -> CatalogueSource | None:
+    """Where the catalogue downsyncs from (None: nowhere). NetSuite shares the outbox's
+    connector when it posts there too: one concurrency limit for the account, and a catalogue
+    read never takes more than one of its slots (the source reads one query at a time)."""
+    c = settings.catalogue
+    if c.source == "hq":
+        return HqCatalogueSource(
+            base_url=c.url, token=c.token, page_size=c.page_size, timeout_s=c.timeout_s
+        )
+    if c.source == "netsuite":
+        from edge.uplink.netsuite.catalogue import NetSuiteCatalogueSource
+        from edge.uplink.netsuite.connector import NetSuiteConnector
+
+        shared = isinstance(connector, NetSuiteConnector)
+        netsuite = connector if shared else build_netsuite(settings)
+        assert isinstance(netsuite, NetSuiteConnector)
+        return NetSuiteCatalogueSource(
+            netsuite, settings.uplink.netsuite.catalogue, owns_connector=not shared
+        )
     return None
 
 
@@ -139,9 +166,9 @@ class Hub:
             HealthSource(identity=self.identity, checks=self.checks, metrics=self.metrics)
         )
         self.outbox: OutboxService | None = None
+        connector = build_connector(settings) if settings.outbox.enabled else None
         if settings.outbox.enabled:
             store = OutboxStore(settings.outbox_path, max_group=settings.outbox.max_group)
-            connector = build_connector(settings)
             sender = Sender(store, connector, settings.outbox, self.metrics) if connector else None
             self.disk = DiskGuard(settings.state_dir, settings.outbox.min_free_bytes)
             self.outbox = OutboxService(store, sender, self.disk, self.metrics)
@@ -156,8 +183,26 @@ class Hub:
             )
             self.rpc.register("lane", "txn.submit", self.intake.submit)
             outbox_api.add_routes(http_app, self.outbox)
-        lanes = settings.lanes
         day = 86400.0
+        c = settings.catalogue
+        self.catalogue = CatalogueService(
+            CatalogueStore(
+                settings.catalogue_path,
+                tombstone_retention=c.tombstone_retention_days * day,
+                snapshot_ratio=c.snapshot_ratio,
+            ),
+            build_catalogue_source(settings, connector),
+            self.bus,
+            topics=self.topics,
+            metrics=self.metrics,
+            interval=c.interval_s,
+            retry_min=c.retry_min_s,
+            register_stale_after=c.register_stale_after_days * day,
+            spool_dir=settings.state_dir / "spool",
+        )
+        self.catalogue.register_rpc(self.rpc)
+        catalogue_api.add_routes(http_app, self.catalogue)
+        lanes = settings.lanes
         self.lanes = LaneRegistry(
             LaneStore(settings.state_dir / "lanes.db"),
             Timers(
@@ -298,6 +343,7 @@ class Hub:
                         # Open before the bus subscribes: no request may find it closed.
                         await outbox.store.open()
                         started.append(tg.create_task(outbox.run_metrics(), name="outbox-metrics"))
+                    await self.catalogue.store.open()
                     await self.lanes.open()
                     started.append(tg.create_task(self.lanes.run(), name="lanes"))
                     if self.broker is not None:
@@ -308,6 +354,7 @@ class Hub:
                     started.append(tg.create_task(self.bus.run(), name="bus"))
                     if outbox is not None and outbox.sender is not None:
                         started.append(tg.create_task(outbox.sender.run(), name="outbox-sender"))
+                    started.append(tg.create_task(self.catalogue.run(), name="catalogue"))
                     await self.http.start()
                     log.info("hub: http on %s", self.http.url)
                     if self.discovery is not None:
@@ -329,6 +376,9 @@ class Hub:
                         await asyncio.wait([task])
                     if outbox is not None:
                         await outbox.store.close()
+                    await self.catalogue.store.close()
+                    if self.catalogue.source is not None:
+                        await self.catalogue.source.aclose()
                     await self.lanes.close()
         finally:
             await self.http.stop()

@@ -99,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_lanes_parser(sub)
 
+    from edge.catalogue_cli import add_parser as add_catalogue_parser
+
+    add_catalogue_parser(sub)
+
     netsuite = sub.add_parser("netsuite", help="NetSuite tools")
     ns_sub = netsuite.add_subparsers(dest="netsuite_command", required=True)
     sign = ns_sub.add_parser(
@@ -156,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge.lanes_cli import run_lanes_command
 
         return run_lanes_command(_hub_url(settings, args.url), args)
+    if args.command == "catalogue":
+        from edge.catalogue_cli import run_catalogue_command
+
+        return run_catalogue_command(_hub_url(settings, args.url), args)
     if args.command in ("reconcile", "netsuite"):
         from edge.netsuite_cli import run_netsuite_command, run_reconcile
 

@@ -76,8 +76,11 @@ async def _with_netsuite(settings: Settings, args: argparse.Namespace, work: Any
     from edge.settings import SettingsError
     from edge.uplink.netsuite.connector import NetSuiteConnector, RequestFailed
 
-    if settings.outbox.connector != "netsuite":
-        print('edge: outbox.connector is not "netsuite" in this configuration', file=sys.stderr)
+    uses: tuple[str, ...] = (settings.outbox.connector,)
+    if work is _catalogue_sync:
+        uses += (settings.catalogue.source,)
+    if "netsuite" not in uses:
+        print("edge: NetSuite is not used in this configuration", file=sys.stderr)
         return EXIT_USAGE
     if work is not _catalogue_sync and not settings.outbox_path.exists():
         print(f"edge: no outbox at {settings.outbox_path}", file=sys.stderr)
@@ -180,8 +183,11 @@ async def _catalogue_sync(
     """One sync into the hub's catalogue file, with a progress bar (or --json at the end)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from edge.bus import Topics
+    from edge.catalogue.service import CatalogueService
     from edge.catalogue.store import CatalogueStore
-    from edge.uplink.netsuite.catalogue import NetSuiteCatalogueSync
+    from edge.metrics import Metrics
+    from edge.uplink.netsuite.catalogue import NetSuiteCatalogueSource
 
     mapping = settings.uplink.netsuite.catalogue
     if not mapping.enabled:
@@ -202,31 +208,41 @@ async def _catalogue_sync(
             def on_page(mode: str, items: int) -> None:
                 progress.update(task, description=f"{mode}: {items:,} items read")
 
-            sync = NetSuiteCatalogueSync(
+            source = NetSuiteCatalogueSource(connector, mapping, on_page=on_page)
+            service = CatalogueService(
                 catalogue,
-                connector,
-                mapping,
+                source,
+                None,
+                topics=Topics(settings.store_id),
+                metrics=Metrics(),
                 spool_dir=settings.state_dir / "spool",
-                on_page=on_page,
             )
-            result = await sync.sync()
+            result = await service.sync_once()
         stats = await catalogue.stats()
     finally:
         await catalogue.close()
+    read = source.last
     report = {
-        "mode": result.mode,
-        "items_read": result.items,
-        "pages": result.pages,
+        "ok": result.ok,
+        "mode": read.mode,
+        "items_read": read.items,
+        "pages": read.pages,
+        "changes": result.changes,
         "version": result.version,
         "items_in_store": stats.items,
-        "skipped": result.skipped[:100],
+        "skipped": read.skipped[:100],
+        "error": result.error,
     }
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
+    elif result.ok:
         print(
-            f"{result.mode} sync: {result.items:,} items read in {result.pages} page(s); "
-            f"catalogue version {result.version}, {stats.items:,} items"
-            + (f"; {len(result.skipped)} skipped" if result.skipped else "")
+            f"{read.mode} sync: {read.items:,} items read in {read.pages} page(s), "
+            f"{result.changes:,} changes; catalogue version {result.version}, "
+            f"{stats.items:,} items" + (f"; {len(read.skipped)} skipped" if read.skipped else "")
         )
-    return EXIT_OK
+    else:
+        print(f"edge: catalogue sync failed ({result.failure}): {result.error}", file=sys.stderr)
+    if result.ok:
+        return EXIT_OK
+    return EXIT_UNREACHABLE if result.failure == "unavailable" else EXIT_PROBLEM

@@ -15,6 +15,14 @@ import msgspec
 
 from edge.bus.envelope import HubStatus, LaneStatus, Reply, Request
 from edge.bus.errors import ERROR_CODES
+from edge.catalogue.pricing import PricedBasket
+from edge.catalogue.service import (
+    CATALOGUE_ERROR_CODES,
+    LookupRequest,
+    LookupResult,
+    PriceRequest,
+    VersionAnnouncement,
+)
 from edge.outbox.intake import INTAKE_ERROR_CODES
 from edge.outbox.transactions import transaction_json_schema
 from edge.outbox.validate import VALIDATION_ERROR_CODES
@@ -48,6 +56,27 @@ def all_schemas() -> dict[str, dict[str, Any]]:
             HubStatus, "Hub presence", "Retained on store/{store}/hub/status."
         ),
         "transaction.json": transaction_json_schema(),
+        "catalogue-version.json": _schema(
+            VersionAnnouncement,
+            "Catalogue version",
+            "Retained on store/{store}/catalogue/version: the catalogue the hub serves now.",
+        ),
+        "catalogue-lookup.json": _schema(
+            LookupRequest, "catalogue.lookup data", "Look an item up by barcode or SKU."
+        ),
+        "catalogue-lookup-result.json": _schema(
+            LookupResult,
+            "catalogue.lookup reply data",
+            "The item, its price in force and its active promotions, from one version.",
+        ),
+        "catalogue-price.json": _schema(
+            PriceRequest, "catalogue.price data", "A basket to price on the hub."
+        ),
+        "catalogue-price-result.json": _schema(
+            PricedBasket,
+            "catalogue.price reply data",
+            "The basket priced against one catalogue version, every promotion explained.",
+        ),
     }
 
 
@@ -57,7 +86,7 @@ def all_error_codes() -> dict[str, tuple[bool, str]]:
     The bus's own codes come first; a method's codes with the same name keep the bus meaning.
     """
     codes = dict(ERROR_CODES)
-    for extra in (VALIDATION_ERROR_CODES, INTAKE_ERROR_CODES):
+    for extra in (VALIDATION_ERROR_CODES, INTAKE_ERROR_CODES, CATALOGUE_ERROR_CODES):
         for code, value in extra.items():
             codes.setdefault(code, value)
     return codes

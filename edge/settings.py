@@ -155,6 +155,34 @@ class UplinkSettings(_Section):
     netsuite: NetSuiteSettings = msgspec.field(default_factory=NetSuiteSettings)
 
 
+class CatalogueSettings(_Section):
+    """The store's catalogue: where it comes from, how often, and the registers' feed
+    (docs/operations.md, "The catalogue")."""
+
+    source: Literal["none", "hq", "netsuite"] = "none"
+    """Where the catalogue comes from. "none": no downsync (the hub serves what its file
+    holds); "hq": the generic HQ catalogue API at ``url``; "netsuite": SuiteQL with
+    ``[uplink.netsuite]`` credentials and ``[uplink.netsuite.catalogue]`` mapping."""
+    url: str = ""
+    """Base URL of the HQ catalogue API (source = "hq")."""
+    token: str = ""
+    """Bearer token of the HQ catalogue API. A secret: set it from the environment
+    (EDGE__CATALOGUE__TOKEN); it is never logged or shown."""
+    interval_s: float = 300.0
+    """Downsync every this many seconds (and at once on HQ's "catalogue changed")."""
+    retry_min_s: float = 5.0
+    """After a failed downsync, retry after this long, doubling up to ``interval_s``."""
+    page_size: int = 1000
+    timeout_s: float = 30.0
+    tombstone_retention_days: float = 30.0
+    """Deletions are kept this long for registers that were off; a register further behind
+    gets a full snapshot instead (automatically, nothing is lost)."""
+    register_stale_after_days: float = 2.0
+    """A register that has not fetched the feed for this long is reported stale."""
+    snapshot_ratio: float = 1.0
+    """A register gets a snapshot when its delta would be larger than this many snapshots."""
+
+
 class LanesSettings(_Section):
     """The register registry and its lifecycle timers."""
 
@@ -203,6 +231,7 @@ class Settings(_Section):
     bus: BusSettings = msgspec.field(default_factory=BusSettings)
     outbox: OutboxSettings = msgspec.field(default_factory=OutboxSettings)
     uplink: UplinkSettings = msgspec.field(default_factory=UplinkSettings)
+    catalogue: CatalogueSettings = msgspec.field(default_factory=CatalogueSettings)
     lanes: LanesSettings = msgspec.field(default_factory=LanesSettings)
     discovery: DiscoverySettings = msgspec.field(default_factory=DiscoverySettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
@@ -374,7 +403,31 @@ def _check(s: Settings, source: str) -> None:
         raise bad("outbox.min_free_bytes", "must not be negative")
     if o.connector == "hq_http" and not s.uplink.hq_http.url:
         raise bad("uplink.hq_http.url", 'is required when outbox.connector = "hq_http"')
-    if o.connector == "netsuite":
+    c = s.catalogue
+    if c.source == "hq" and not c.url:
+        raise bad("catalogue.url", 'is required when catalogue.source = "hq"')
+    if c.source == "netsuite" and not s.uplink.netsuite.catalogue.enabled:
+        raise bad(
+            "uplink.netsuite.catalogue.enabled",
+            'must be true when catalogue.source = "netsuite"',
+        )
+    for key, seconds in (
+        ("catalogue.interval_s", c.interval_s),
+        ("catalogue.retry_min_s", c.retry_min_s),
+        ("catalogue.timeout_s", c.timeout_s),
+        ("catalogue.snapshot_ratio", c.snapshot_ratio),
+    ):
+        if seconds <= 0:
+            raise bad(key, "must be greater than 0")
+    if not 1 <= c.page_size <= 10_000:
+        raise bad("catalogue.page_size", "must be between 1 and 10000")
+    if not 0 < c.register_stale_after_days < c.tombstone_retention_days:
+        raise bad(
+            "catalogue.register_stale_after_days",
+            "must be more than 0 and less than catalogue.tombstone_retention_days (a register "
+            "is reported stale long before its deletions are pruned)",
+        )
+    if "netsuite" in (o.connector, c.source):
         ns = s.uplink.netsuite
         needed = ["account_id"] + (
             ["client_id", "certificate_id", "private_key_path"]

@@ -38,6 +38,7 @@ def test_protocol_examples_are_valid_messages() -> None:
         "state": "lane-status.json",
         "txn_id": "transaction.json",
         "id": "request.json",
+        "epoch": "catalogue-version.json",
     }
     checked = 0
     for block in re.findall(r"```json\n(.*?)```", PROTOCOL, re.S):
@@ -63,6 +64,7 @@ def test_operations_example_config_is_valid_and_shows_the_defaults() -> None:
         "bus",
         "outbox",
         "uplink",
+        "catalogue",
         "lanes",
         "discovery",
         "http",

@@ -336,7 +336,7 @@ class CatalogueService:
     def __init__(
         self,
         store: CatalogueStore,
-        source: CatalogueSource,
+        source: CatalogueSource | None,
         bus: Bus | None,
         *,
         topics: Topics,
@@ -373,6 +373,10 @@ class CatalogueService:
         """When the version last changed (or the service started)."""
         self._known_version = 0  # the version at the last gauge refresh (for register states)
 
+    @property
+    def source_name(self) -> str:
+        return "none" if self.source is None else self.source.name
+
     # -- running -----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -381,7 +385,8 @@ class CatalogueService:
         await self._refresh_gauges()
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._sync_loop(), name="catalogue-sync")
+                if self.source is not None:
+                    tg.create_task(self._sync_loop(), name="catalogue-sync")
                 if self._bus is not None:
                     tg.create_task(self._announce_loop(self._bus), name="catalogue-announce")
         finally:
@@ -428,6 +433,8 @@ class CatalogueService:
             counts = [0, 0]  # parts, changes
             self.syncing = "none"
             try:
+                if self.source is None:
+                    raise SourceRefused("no catalogue source is configured", step="configuration")
                 download = await self.source.fetch(await self.store.upstream_cursor())
                 mode, reason = ("full" if download.full else "delta"), download.reason
                 self.syncing = mode
@@ -497,7 +504,7 @@ class CatalogueService:
                 counts[0] += 1
                 self.metrics.sync_parts.set(counts[0])
                 applied = await self.store.apply_delta(
-                    part, now=self._now(), source=self.source.name
+                    part, now=self._now(), source=self.source_name
                 )
                 counts[1] += applied.changes
 
@@ -515,7 +522,7 @@ class CatalogueService:
                         self.metrics.sync_parts.set(counts[0])
                         await asyncio.to_thread(out.write, _FRAME.pack(len(part)) + part)
             applied = await self.store.load_full(
-                _spooled_parts(spool), now=self._now(), source=self.source.name
+                _spooled_parts(spool), now=self._now(), source=self.source_name
             )
             counts[1] += applied.changes
         finally:
@@ -797,7 +804,7 @@ class CatalogueService:
             "cursor": str(Cursor(stats.epoch, stats.version)),
             "updated_at": None if self.updated_at is None else _rfc3339(self.updated_at),
             "stats": asdict(stats),
-            "source": self.source.name,
+            "source": self.source_name,
             "upstream_cursor": await self.store.upstream_cursor(),
             "syncing": self.syncing,
             "last_sync": None if self.last_result is None else self.last_result.as_json(),

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from edge.bus import Topics
+from edge.catalogue.service import CatalogueService
 from edge.catalogue.store import CatalogueStore
+from edge.metrics import Metrics
 from edge.sim.netsuite.auth import TbaCredential
 from edge.sim.netsuite.server import NetSuiteServer, NetSuiteSim, run_netsuite_sim
-from edge.uplink.netsuite.catalogue import NetSuiteCatalogueSync
+from edge.uplink.netsuite.catalogue import NetSuiteCatalogueSource, ReadStats
 from edge.uplink.netsuite.connector import NetSuiteConnector, TbaCredentials
 from edge.uplink.netsuite.mapping import CatalogueMapping, Mapping
 from tests.netsuite.test_store_day import toml
@@ -40,6 +43,24 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class Sync:
+    """The hub's catalogue service with NetSuite as its source, one sync at a time."""
+
+    def __init__(
+        self, store: CatalogueStore, ns: NetSuiteConnector, spool: Path, clock: Clock
+    ) -> None:
+        self.source = NetSuiteCatalogueSource(ns, MAPPING, clock=clock)
+        self.service = CatalogueService(
+            store, self.source, None, topics=Topics("s1"), metrics=Metrics(), spool_dir=spool,
+            now=clock,
+        )  # fmt: skip
+
+    async def sync(self) -> ReadStats:
+        result = await self.service.sync_once()
+        assert result.ok, result
+        return self.source.last
 
 
 async def serve(size: int) -> AsyncIterator[NetSuiteServer]:
@@ -85,7 +106,7 @@ async def test_full_then_incremental_then_full_again(
 ) -> None:
     sim, clock = netsuite.sim, Clock()
     ns = connector(netsuite)
-    sync = NetSuiteCatalogueSync(store, ns, MAPPING, spool_dir=tmp_path / "spool", clock=clock)
+    sync = Sync(store, ns, tmp_path / "spool", clock)
     try:
         first = await sync.sync()
         assert first.mode == "full"
@@ -150,7 +171,7 @@ async def test_a_catalogue_past_the_100000_row_cap_is_read_whole(
     async for server in serve(101_500):
         ns = connector(server)
         try:
-            sync = NetSuiteCatalogueSync(store, ns, MAPPING, spool_dir=tmp_path / "spool")
+            sync = Sync(store, ns, tmp_path / "spool", Clock())
             result = await sync.sync()
         finally:
             await ns.aclose()

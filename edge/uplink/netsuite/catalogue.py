@@ -18,27 +18,24 @@ Theory of operation
   restriction and the tax group come from configured custom fields; the configured
   ``custom_fields`` are carried to the registers (the store drops any other).
 
-*Shell* (:class:`NetSuiteCatalogueSync`): runs the queries through the connector, spools a
-full download to a file (the store consumes a full load on its writer thread, one part at a
-time, so a million items are never all in memory), applies it with
-:meth:`~edge.catalogue.store.CatalogueStore.load_full`, or each incremental page with
-:meth:`~edge.catalogue.store.CatalogueStore.apply_delta` together with the cursor that resumes
-after it.
+*Shell* (:class:`NetSuiteCatalogueSource`): NetSuite as one of the catalogue service's
+sources (:mod:`edge.catalogue.source`). It runs the queries through the connector and yields
+each page as a delta; the service (:mod:`edge.catalogue.service`) spools a full download to a
+file and loads it in one transaction (a million items are never all in memory), or applies the
+incremental delta together with the cursor that resumes after it. NetSuite's retry-later
+answers (429, 5xx, the 401 quirk, no connection) become ``SourceUnavailable`` (the service
+retries sooner); any other refusal becomes ``SourceRefused``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from collections.abc import Mapping as MappingABC
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -51,11 +48,13 @@ from edge.catalogue.model import (
     Price,
     TaxCode,
 )
-from edge.catalogue.store import CatalogueStore
-from edge.uplink.netsuite.connector import NetSuiteConnector
+from edge.catalogue.source import Download, SourceRefused, SourceUnavailable
+from edge.outbox.policy import RetryLater
+from edge.uplink.netsuite.connector import NetSuiteConnector, RequestFailed
 from edge.uplink.netsuite.mapping import CatalogueMapping
 
 Mode = Literal["full", "incremental"]
+T = TypeVar("T")
 
 
 class Cursor(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -212,13 +211,6 @@ def to_delta(
     return delta, skipped
 
 
-def full_parts(spool: Path) -> Iterator[bytes]:
-    """The parts of a spooled full download, one per line (read on the store's writer)."""
-    with spool.open("rb") as lines:
-        for line in lines:
-            yield line.rstrip(b"\n")
-
-
 # --------------------------------------------------------------------------------------------
 # Shell.
 
@@ -227,45 +219,64 @@ def full_parts(spool: Path) -> Iterator[bytes]:
 INCREMENTAL_MAX_ROWS = 50_000
 
 
-@dataclass(frozen=True, slots=True)
-class SyncResult:
-    mode: Mode
-    items: int
+@dataclass(slots=True)
+class ReadStats:
+    """What the last :meth:`NetSuiteCatalogueSource.fetch` read (the CLI reports it)."""
+
+    mode: Mode = "full"
+    items: int = 0
     """Item rows read from NetSuite."""
-    pages: int
-    version: int
-    """The store's catalogue version after the sync."""
-    skipped: list[str]
+    pages: int = 0
+    skipped: list[str] = field(default_factory=list)
 
 
-class NetSuiteCatalogueSync:
-    """Brings the store's catalogue up to date with NetSuite (see the module docstring)."""
+class NetSuiteCatalogueSource:
+    """NetSuite as a catalogue source (:class:`edge.catalogue.source.CatalogueSource`): the
+    hub's catalogue service applies what it yields, spooling a full download to a file."""
+
+    name = "netsuite"
 
     def __init__(
         self,
-        store: CatalogueStore,
         connector: NetSuiteConnector,
         mapping: CatalogueMapping,
         *,
-        spool_dir: Path,
         clock: Callable[[], float] = time.time,
         on_page: Callable[[Mode, int], None] | None = None,
+        owns_connector: bool = False,
     ) -> None:
-        self._store = store
         self._ns = connector
         self._m = mapping
-        self._spool_dir = spool_dir
         self._clock = clock
         self._on_page = on_page
+        self._owns = owns_connector
+        self.last = ReadStats()
 
-    async def sync(self) -> SyncResult:
+    async def aclose(self) -> None:
+        if self._owns:
+            await self._ns.aclose()
+
+    async def fetch(self, cursor: str | None) -> Download:
         now = self._clock()
-        cursor = Cursor.decode(await self._store.upstream_cursor())
-        if plan(cursor, self._m, now) == "incremental" and cursor is not None:
-            result = await self._incremental(cursor, now)
-            if result is not None:
-                return result
-        return await self._full(now)
+        position = Cursor.decode(cursor)
+        if plan(position, self._m, now) == "incremental" and position is not None:
+            part = await self._step("incremental", self._incremental(position, now))
+            if part is not None:
+                return Download(full=False, reason="changes", parts=_one(part))
+            reason = "too_many_changes"
+        else:
+            reason = "no_cursor" if position is None else "full_due"
+        return Download(full=True, reason=reason, parts=self._full(now))
+
+    @staticmethod
+    async def _step(step: str, work: Awaitable[T]) -> T:
+        """``work``, with NetSuite's failures as the catalogue's source errors."""
+        try:
+            return await work
+        except RequestFailed as exc:
+            if isinstance(exc.outcome, RetryLater):
+                raise SourceUnavailable(exc.outcome.reason, step=step) from None
+            raise SourceRefused(str(exc.outcome), step=step) from None
 
     async def _prices(self, ids: Sequence[int]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -273,51 +284,40 @@ class NetSuiteCatalogueSync:
             rows += await self._ns.suiteql(prices_query(ids[start : start + self._m.page_size]))
         return rows
 
-    async def _full(self, now: float) -> SyncResult:
+    async def _full(self, now: float) -> AsyncIterator[bytes]:
         m = self._m
-        self._spool_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="netsuite-full-", suffix=".jsonl", dir=self._spool_dir)
-        spool = Path(name)
-        after, pages, count, newest = 0, 0, 0, 0.0
-        skipped: list[str] = []
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while True:
-                    rows, _ = await self._ns.suiteql_page(full_query(m, after), limit=m.page_size)
-                    if not rows and pages:
-                        break
-                    ids = [int(r["id"]) for r in rows]
-                    prices = await self._prices(ids) if ids else []
-                    delta, bad = to_delta(
-                        f"netsuite-full-{int(now)}-{pages}", rows, prices, m,
-                        header=pages == 0, full=True,
-                    )  # fmt: skip
-                    out.write(msgspec.json.encode(delta) + b"\n")
-                    skipped += bad
-                    pages += 1
-                    count += len(rows)
-                    newest = max([newest, *(modified_epoch(r) for r in rows)])
-                    if self._on_page is not None:
-                        self._on_page("full", count)
-                    if len(rows) < m.page_size:
-                        break
-                    after = ids[-1]
-                final = Cursor(last_full=now, modified_from=newest or now)
-                out.write(
-                    msgspec.json.encode(
-                        Delta(
-                            delta_id=f"netsuite-full-{int(now)}-end", upstream_cursor=final.encode()
-                        )
-                    )
-                    + b"\n"
-                )
-            applied = await self._store.load_full(full_parts(spool), now=now, source="netsuite")
-        finally:
-            await asyncio.to_thread(spool.unlink, True)
-        return SyncResult("full", count, pages, applied.version, skipped)
+        self.last = stats = ReadStats("full")
+        after, newest = 0, 0.0
+        while True:
+            rows, _ = await self._step(
+                f"full page {stats.pages}",
+                self._ns.suiteql_page(full_query(m, after), limit=m.page_size),
+            )
+            if not rows and stats.pages:
+                break
+            ids = [int(r["id"]) for r in rows]
+            prices = await self._step("prices", self._prices(ids)) if ids else []
+            delta, bad = to_delta(
+                f"netsuite-full-{int(now)}-{stats.pages}", rows, prices, m,
+                header=stats.pages == 0, full=True,
+            )  # fmt: skip
+            stats.skipped += bad
+            stats.pages += 1
+            stats.items += len(rows)
+            newest = max([newest, *(modified_epoch(r) for r in rows)])
+            if self._on_page is not None:
+                self._on_page("full", stats.items)
+            yield msgspec.json.encode(delta)
+            if len(rows) < m.page_size:
+                break
+            after = ids[-1]
+        final = Cursor(last_full=now, modified_from=newest or now)
+        yield msgspec.json.encode(
+            Delta(delta_id=f"netsuite-full-{int(now)}-end", upstream_cursor=final.encode())
+        )
 
-    async def _incremental(self, cursor: Cursor, now: float) -> SyncResult | None:
-        """None when the window is too large for an incremental read."""
+    async def _incremental(self, cursor: Cursor, now: float) -> bytes | None:
+        """One delta of what changed, or None when the window is too large to read this way."""
         m = self._m
         rows = await self._ns.suiteql(
             incremental_query(m, cursor.modified_from - m.overlap_s), limit=m.page_size
@@ -330,7 +330,11 @@ class NetSuiteCatalogueSync:
         delta, skipped = to_delta(
             f"netsuite-inc-{int(now)}", rows, prices, m, upstream_cursor=after.encode()
         )
-        applied = await self._store.apply_delta(delta, now=now, source="netsuite")
+        self.last = ReadStats("incremental", len(rows), 1, skipped)
         if self._on_page is not None:
             self._on_page("incremental", len(rows))
-        return SyncResult("incremental", len(rows), 1, applied.version, skipped)
+        return msgspec.json.encode(delta)
+
+
+async def _one(part: bytes) -> AsyncIterator[bytes]:
+    yield part

@@ -14,14 +14,18 @@ One asyncio process runs, in this order:
    Mosquitto, its outbox connected to the cloud through the WAN;
 4. ``--lanes`` simulated registers (:class:`edge.sim.registers.SimLane`) ringing up valid sales
    at a realistic pace, each handing its sales to the hub over MQTT and keeping them until the
-   hub acknowledges them (a register's journal).
+   hub acknowledges them (a register's journal), and each following the hub's catalogue feed
+   (:class:`edge.sim.catalogue_follower.FeedFollower`). The hub downsyncs the catalogue
+   (``--catalogue-size`` items) from NetSuite through the WAN, or, with ``--cloud hq``, from
+   the HQ catalogue simulator.
 
 A script cuts the WAN (``blackhole``: packets vanish, as when the store's router loses its
 uplink) at ``--outage-at`` for ``--outage-for`` seconds. The narrator prints what happens:
 the store trading on, the outbox filling, the WAN coming back, the backlog draining. On Ctrl-C
 (or after ``--duration``) the lanes stop, the outbox gets a bounded moment to drain, the hub
 stops, and a summary checks the promise: every acknowledged sale in the cloud exactly once, or
-still on the hub's disk to be sent on the next start.
+still on the hub's disk to be sent on the next start; and every lane holding exactly the hub's
+catalogue.
 
 The figures come from the running parts themselves (the lanes' acknowledgements, the hub's
 outbox status, the simulator's ledger): the narrator only reads and formats them
@@ -42,17 +46,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
 
+import aiohttp
 import msgspec
 
 from edge.app import Hub
 from edge.lanes.lifecycle import LaneState
 from edge.settings import Settings, load_settings
+from edge.sim.catalogue_follower import FeedFollower, FeedRefused, hub_records
 from edge.sim.hq_api import HqApiSimulator, run_hq_api
+from edge.sim.hq_catalogue import DEFAULT_TOKEN, HqCatalogueSimulator, run_hq_catalogue
 from edge.sim.netsuite.auth import TbaCredential
 from edge.sim.netsuite.server import NetSuiteSim, run_netsuite_sim
 from edge.sim.registers import CATALOGUE, SimLane
 from edge.sim.wan_proxy import WanProxy
-from edge.uplink.netsuite.mapping import Mapping, external_id
+from edge.uplink.netsuite.mapping import CatalogueMapping, Mapping, external_id
 
 DRAIN_AT_STOP_S = 15.0
 """How long a stopping demo waits for the outbox to empty (the WAN being up)."""
@@ -71,7 +78,7 @@ class DemoOptions:
     seed: int = 1
     cloud: Literal["netsuite", "hq"] = "netsuite"
     catalogue_size: int = 500
-    """Items in the simulated NetSuite account."""
+    """Items in the simulated cloud's catalogue."""
 
 
 @dataclass(slots=True)
@@ -163,14 +170,20 @@ class HqCloud:
     host: str
     port: int
     url: str
+    catalogue_url: str
+    """The HQ catalogue simulator (reached directly: the WAN proxy fronts one server)."""
     name: str = "simulated HQ API"
 
     def configure(self, settings: Settings, wan_url: str) -> Settings:
         hq = msgspec.structs.replace(settings.uplink.hq_http, url=wan_url, token=self.sim.token)
+        catalogue = msgspec.structs.replace(
+            settings.catalogue, source="hq", url=self.catalogue_url, token=DEFAULT_TOKEN
+        )
         return msgspec.structs.replace(
             settings,
             outbox=msgspec.structs.replace(settings.outbox, connector="hq_http"),
             uplink=msgspec.structs.replace(settings.uplink, hq_http=hq),
+            catalogue=catalogue,
         )
 
     def count(self, txn_id: str) -> int:
@@ -183,6 +196,14 @@ class HqCloud:
 #: Record types that carry a transaction's own external id (the others are its payments).
 _PRIMARY_RECORDS = ("cashSale", "invoice", "cashRefund", "creditMemo")
 _DEMO_TBA = TbaCredential("demo-consumer", "demo-consumer-secret", "demo-token", "demo-secret")
+#: How the simulated account's items become the store's catalogue.
+_DEMO_CATALOGUE = CatalogueMapping(
+    enabled=True,
+    custom_fields=["custitem_pos_tax_group"],
+    tax_groups={"1": "REDUCED"},
+    tax_codes={"STD": "0.19", "REDUCED": "0.07"},
+    price_levels={"1": "base", "2": "employee"},
+)
 
 
 @dataclass
@@ -219,11 +240,13 @@ class NetSuiteCloud:
             token_secret=_DEMO_TBA.token_secret,
             concurrency=self.sim.concurrency,
             mapping=self.mapping(),
+            catalogue=_DEMO_CATALOGUE,
         )
         return msgspec.structs.replace(
             settings,
             outbox=msgspec.structs.replace(settings.outbox, connector="netsuite"),
             uplink=msgspec.structs.replace(settings.uplink, netsuite=ns),
+            catalogue=msgspec.structs.replace(settings.catalogue, source="netsuite"),
         )
 
     def count(self, txn_id: str) -> int:
@@ -238,8 +261,12 @@ class NetSuiteCloud:
 async def run_cloud(options: DemoOptions) -> AsyncIterator[Cloud]:
     """The simulated cloud the demo's WAN leads to, serving until the block ends."""
     if options.cloud == "hq":
-        async with run_hq_api(sim=HqApiSimulator(seed=options.seed)) as hq:
-            yield HqCloud(hq.sim, hq.host, hq.port, hq.url)
+        catalogue = HqCatalogueSimulator(options.catalogue_size, seed=options.seed)
+        async with (
+            run_hq_api(sim=HqApiSimulator(seed=options.seed)) as hq,
+            run_hq_catalogue(sim=catalogue) as hq_catalogue,
+        ):
+            yield HqCloud(hq.sim, hq.host, hq.port, hq.url, hq_catalogue.url)
         return
     # NetSuite answers a record in a few hundred milliseconds, five at a time.
     sim = NetSuiteSim(catalogue_size=options.catalogue_size, latency_s=0.15)
@@ -336,13 +363,16 @@ class Demo:
             f"a WAN outage at {o.outage_at_s:.0f} s for {o.outage_for_s:.0f} s.\n"
             f"  console:  {hub.http.url}/readyz   outbox: {hub.http.url}/api/v1/outbox\n"
             f"  CLI:      edge status --url {hub.http.url}   "
-            f"edge outbox --url {hub.http.url} status\n"
+            f"edge outbox --url {hub.http.url} status   "
+            f"edge catalogue --url {hub.http.url} status\n"
             f"  lanes:    mqtt://{settings.broker.lan_bind}:{settings.broker.lan_port}   "
             f"cloud ({cloud.name}): {cloud.url}\n"
             "Press Ctrl-C to stop.\n"
         )
-        async with asyncio.TaskGroup() as tg:
+        followers = [FeedFollower(hub.http.url, lane.lane_id) for lane in lanes]
+        async with aiohttp.ClientSession() as http, asyncio.TaskGroup() as tg:
             lane_tasks = [tg.create_task(lane.run(), name=lane.lane_id) for lane in lanes]
+            feed = tg.create_task(self._follow_catalogue(hub, http, followers), name="feed")
             script = tg.create_task(self._outage_script(hub, cloud, wan, lanes), name="outage")
             reporter = tg.create_task(self._report(hub, cloud, wan, lanes), name="narrator")
             if o.duration_s is not None:
@@ -359,6 +389,8 @@ class Demo:
             await self._drain(hub)
             script.cancel()  # after the drain: it may still narrate the backlog delivered
             reporter.cancel()
+            feed.cancel()
+            catalogue_ok, catalogue_line = await _catalogue_check(hub, http, followers)
         outcome = Outcome()
         for lane in lanes:
             outcome.acked |= lane.stats.acked
@@ -373,8 +405,8 @@ class Demo:
                 if status != "delivered"
             }
         kept, lines = summary(outcome)
-        self.say("\n" + "\n".join(lines))
-        return kept
+        self.say("\n" + "\n".join([*lines, catalogue_line]))
+        return kept and catalogue_ok
 
     async def _outage_script(
         self, hub: Hub, cloud: Cloud, wan: WanProxy, lanes: list[SimLane]
@@ -422,6 +454,27 @@ class Demo:
             await asyncio.sleep(self.options.report_every_s)
             self.say(status_line(await self._figures(hub, cloud, wan, lanes)))
 
+    async def _follow_catalogue(
+        self, hub: Hub, http: aiohttp.ClientSession, followers: list[FeedFollower]
+    ) -> None:
+        """The lanes fetch the catalogue feed as registers do (here on the narrator's beat,
+        instead of on the retained version topic); the narrator says when a version lands."""
+        shown = 0
+        while True:
+            for follower in followers:
+                with contextlib.suppress(FeedRefused, aiohttp.ClientError):
+                    await follower.pull(http)
+            version = await hub.catalogue.store.version()
+            if version != shown and all(f.cursor and f.cursor.endswith(f":{version}")
+                                        for f in followers):  # fmt: skip
+                stats = await hub.catalogue.store.stats()
+                self.say(
+                    f"[{self._elapsed():4.0f}s] catalogue version {version} "
+                    f"({stats.items} items from {hub.catalogue.source_name}) on every lane"
+                )
+                shown = version
+            await asyncio.sleep(self.options.report_every_s)
+
     async def _drain(self, hub: Hub) -> None:
         if hub.outbox is None or (await hub.outbox.status())["pending"] == 0:
             return
@@ -433,6 +486,27 @@ class Demo:
         await asyncio.wait([empty, hurry], timeout=DRAIN_AT_STOP_S, return_when="FIRST_COMPLETED")
         for task in (empty, hurry):
             task.cancel()
+
+
+async def _catalogue_check(
+    hub: Hub, http: aiohttp.ClientSession, followers: list[FeedFollower]
+) -> tuple[bool, str]:
+    """Every lane fetches the feed once more: does each hold exactly the hub's catalogue?"""
+    for _ in range(3):  # a sync may land between the lanes' fetch and the hub's read
+        for follower in followers:
+            with contextlib.suppress(FeedRefused, aiohttp.ClientError):
+                await follower.pull(http)
+        cursor, records = await hub_records(hub.catalogue.store)
+        if cursor.endswith(":0"):
+            # Not a broken promise: stopped before the first download finished.
+            return True, "catalogue: the hub had not finished its first download"
+        differ = [f.register for f in followers if (f.cursor, f.records) != (cursor, records)]
+        if not differ:
+            return True, (
+                f"catalogue: every lane holds exactly the hub's {len(records)} records "
+                f"(version {cursor.rsplit(':', 1)[1]})"
+            )
+    return False, f"CATALOGUE DIFFERS on {', '.join(differ)}"
 
 
 async def _outbox_until(hub: Hub, predicate: Callable[[], bool]) -> None:

@@ -71,6 +71,7 @@ async def test_demo_rides_out_the_outage_and_keeps_the_promise(
     assert "more than once:    0" in text
     assert "lost:                           0" in text
     assert "promise kept" in text
+    assert "catalogue: every lane holds exactly the hub's" in text
     assert "lanes online  3" in text, "each simulated lane announces itself"
     assert f"cloud ({shown_as})" in text
 

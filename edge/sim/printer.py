@@ -86,7 +86,10 @@ from devices.escpos_status import (
 )
 
 __all__ = [
+    "DecoderEvent",
+    "DrawerKicked",
     "EscPosDecoder",
+    "JobEnded",
     "PreviewBlock",
     "PreviewGraphic",
     "PreviewLine",
@@ -260,6 +263,7 @@ class EscPosDecoder:
         self._stored_graphic: PreviewGraphic | None = None
         self._cut_seen = False
         self._realtime_seen = False
+        self._in_column_image = False
 
     @property
     def unfinished(self) -> bytes:
@@ -291,6 +295,8 @@ class EscPosDecoder:
     def _step(self, position: int, events: list[DecoderEvent]) -> int:
         buffer = self._buffer
         byte = buffer[position]
+        if byte != LF and not (byte == ESC and self._next_is(position, b"*")):
+            self._in_column_image = False
         if byte == ESC:
             return self._esc(position, events)
         if byte == GS:
@@ -300,7 +306,8 @@ class EscPosDecoder:
         if byte == DLE:
             return self._dle(position, events)
         if byte == LF:
-            self._flush_line(force=True)
+            if not (self._in_column_image and not self._line):
+                self._flush_line(force=True)
             return 1
         if byte == FF:
             self._flush_line(force=False)
@@ -318,6 +325,9 @@ class EscPosDecoder:
         self._add_text(chunk.decode(codec, "replace") if codec else "?" * len(chunk))
         return end - position
 
+    def _next_is(self, position: int, command: bytes) -> bool:
+        return self._buffer[position + 1 : position + 2] == command
+
     def _need(self, position: int, count: int) -> bool:
         return position + count <= len(self._buffer)
 
@@ -334,7 +344,15 @@ class EscPosDecoder:
             size = columns * (1 if mode in (0, 1) else 3)
             if not self._need(position, 5 + size):
                 return 0
-            self._add_graphic(PreviewGraphic("image", f"IMAGE {columns}", columns, 24))
+            # python-escpos sends one ESC * … LF per 24-dot stripe: the stripes of one image
+            # are one graphic, and the LF ending a stripe prints it (no blank line).
+            last = self._job.blocks[-1] if self._job.blocks else None
+            height = 24
+            if self._in_column_image and isinstance(last, PreviewGraphic):
+                height += last.height_dots
+                self._job.blocks.pop()
+            self._add_graphic(PreviewGraphic("image", f"IMAGE {columns}x{height}", columns, height))
+            self._in_column_image = True
             return 5 + size
         if command == ord("D"):  # ESC D n… NUL: tab stops
             end = buffer.find(0, position + 2)

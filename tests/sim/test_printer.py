@@ -383,3 +383,20 @@ def test_unknown_commands_are_skipped_and_counted_never_raised() -> None:
     assert isinstance(job, JobEnded)
     assert job.unknown_commands == 2
     assert [b.text for b in job.blocks if isinstance(b, PreviewLine)] == ["AB"]
+
+
+def test_a_column_mode_image_is_one_graphic_without_blank_lines() -> None:
+    from escpos.printer import Dummy
+
+    dummy = Dummy()
+    dummy.textln("before")
+    dummy.image(Image.new("RGB", (100, 60), "black"), impl="bitImageColumn")
+    dummy.textln("after")
+    dummy.cut()
+    (job,) = EscPosDecoder().feed(dummy.output)
+    assert isinstance(job, JobEnded)
+    assert [getattr(b, "label", getattr(b, "text", None)) for b in job.blocks] == [
+        "before",
+        "IMAGE 100x72",  # three 24-dot stripes
+        "after",
+    ]

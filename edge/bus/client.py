@@ -161,6 +161,7 @@ class Bus:
             )
         except aiomqtt.MqttError as exc:
             raise BusUnavailable(f"publish to {topic} failed: {exc}") from exc
+        _reraise_swallowed_cancel()
 
     async def run(self) -> None:
         """Connect, serve, reconnect; returns after :meth:`stop`, or runs until cancelled."""
@@ -248,6 +249,7 @@ class Bus:
                     await client.publish(
                         self.topics.hub_status, self._status("online"), qos=1, retain=True
                     )
+                    _reraise_swallowed_cancel()
                     self.connects += 1
                     self._metrics.bus_connects.inc()
                     self._metrics.bus_connected.set(1)
@@ -316,3 +318,17 @@ class Bus:
             if topic.matches(topic_filter):
                 return handler
         return None
+
+
+def _reraise_swallowed_cancel() -> None:
+    """Re-raise a cancellation that aiomqtt's ``asyncio.wait_for`` swallowed.
+
+    On Python 3.11, ``wait_for`` drops a cancellation that arrives as its inner future
+    completes (CPython gh-86296, fixed in 3.12). A publish acknowledged at the moment its task
+    is cancelled then returns normally and the task runs on, so a TaskGroup or a shutdown
+    waiting for it hangs (seen: the catalogue's announcer at test teardown). ``cancelling()``
+    still counts the request: honour it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -407,7 +407,16 @@ class CatalogueService:
         while True:
             waiters, self._waiters = self._waiters, []
             self._wake.clear()
-            result = await self.sync_once()
+            try:
+                result = await self.sync_once()
+            except Exception as exc:  # a bug, not a cloud failure: say so, keep serving
+                log.exception("catalogue: sync failed unexpectedly")
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                failures += 1
+                await self._wait_for_wake(min(self.interval, self.retry_min * 2.0**failures))
+                continue
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(result)
@@ -418,9 +427,12 @@ class CatalogueService:
                 else min(self.interval, self.retry_min * 2.0 ** min(failures - 1, 20))
             )
             await self._prune_if_due()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
+            await self._wait_for_wake(delay)
+
+    async def _wait_for_wake(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
 
     async def sync_once(self) -> SyncResult:
         """One downsync (module docstring, steps 1-5). Never raises for a cloud or data failure:

@@ -81,7 +81,8 @@ async def post_sync(request: web.Request) -> web.Response:
         waiter.add_done_callback(_retrieve)
         return web.json_response({"requested": True}, status=202)
     try:
-        result = await asyncio.wait_for(asyncio.shield(waiter), wait)
+        async with asyncio.timeout(wait):
+            result = await asyncio.shield(waiter)
     except TimeoutError:
         waiter.add_done_callback(_retrieve)
         return web.json_response({"requested": True, "done": False}, status=202)

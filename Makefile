@@ -22,7 +22,7 @@ lint: deps
 typecheck: deps
 	$(BIN)/mypy edge devices
 
-pytest: deps
+pytest: deps /usr/bin/chromium
 	$(BIN)/pytest -q
 
 bench: deps
@@ -38,6 +38,12 @@ deps: $(STAMP) /usr/sbin/mosquitto
 	  echo "installing the Debian package mosquitto"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends mosquitto; }
+
+# The console's browser test drives Debian's chromium with Playwright (no browser download).
+/usr/bin/chromium:
+	@echo "installing the Debian package chromium (for the console's browser test)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -35,10 +35,14 @@ from edge.catalogue.service import CatalogueService
 from edge.catalogue.source import CatalogueSource, HqCatalogueSource
 from edge.catalogue.store import CatalogueStore
 from edge.console import catalogue_api, lanes_api, outbox_api
+from edge.console.auth import Accounts
 from edge.console.server import Check, HealthSource, HttpServer, build_app
+from edge.console.web import ConsoleSource, add_console
+from edge.console.web_auth import setup_auth
 from edge.discovery import Announcement, Discovery, HubAdvert
 from edge.lanes.lifecycle import LaneState, Timers
 from edge.lanes.registry import LaneRegistry, LaneStore
+from edge.logs import RecentLogs
 from edge.metrics import Metrics
 from edge.outbox.intake import DiskGuard, Intake
 from edge.outbox.sender import Sender
@@ -233,6 +237,18 @@ class Hub:
                 on_found=self._on_announcement,
             )
         lanes_api.add_routes(http_app, self.lanes)
+        self.recent_logs = RecentLogs()
+        self.console = ConsoleSource(
+            identity=self.identity,
+            outbox=self.outbox,
+            lanes=self.lanes,
+            catalogue=self.catalogue,
+            logs=self.recent_logs,
+        )
+        # TLS with the hub's certificate comes with the hub identity (issue 7); until then the
+        # console is for the back office's own LAN (http.host) and cookies are not Secure.
+        setup_auth(http_app, Accounts.load(settings.console_accounts_path), secure_cookies=False)
+        add_console(http_app, self.console)
         self.http = HttpServer(http_app, settings.http.host, settings.http.port)
         self.started_at = time.monotonic()
         self._stop = asyncio.Event()
@@ -334,6 +350,7 @@ class Hub:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        logging.getLogger().addHandler(self.recent_logs)
         try:
             async with asyncio.TaskGroup() as tg:
                 started: list[asyncio.Task[None]] = []
@@ -382,6 +399,7 @@ class Hub:
                     await self.lanes.close()
         finally:
             await self.http.stop()
+            logging.getLogger().removeHandler(self.recent_logs)
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)

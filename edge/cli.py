@@ -103,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_catalogue_parser(sub)
 
+    from edge.console_cli import add_parser as add_console_parser
+
+    add_console_parser(sub)
+
     netsuite = sub.add_parser("netsuite", help="NetSuite tools")
     ns_sub = netsuite.add_subparsers(dest="netsuite_command", required=True)
     sign = ns_sub.add_parser(
@@ -160,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge.lanes_cli import run_lanes_command
 
         return run_lanes_command(_hub_url(settings, args.url), args)
+    if args.command == "console":
+        from edge.console_cli import run_console_command
+
+        return run_console_command(settings, args)
     if args.command == "catalogue":
         from edge.catalogue_cli import run_catalogue_command
 

@@ -248,6 +248,11 @@ class Settings(_Section):
         return self.state_dir / "catalogue.db"
 
     @property
+    def console_accounts_path(self) -> Path:
+        """The web console's technician accounts (``edge console user add``)."""
+        return self.state_dir / "console-accounts.json"
+
+    @property
     def outbox_path(self) -> Path:
         return Path(self.outbox.path) if self.outbox.path else self.state_dir / "outbox.db"
 

@@ -14,8 +14,8 @@
   browser, i.e. ``Accept: text/html``); a non-GET/HEAD with a session but without its
   CSRF token (form field ``csrf`` or header ``X-CSRF-Token``) answers 403 ``CSRF_INVALID``.
   Error bodies are ``{"error": {"code": "...", "message": "..."}}``.
-- Handlers behind it find the account name in ``request["account"]`` and the session's CSRF
-  token in ``request["csrf"]`` (to render into forms).
+- Handlers behind it find the account name in ``request[ACCOUNT]`` and the session's CSRF
+  token in ``request[CSRF]`` (to render into forms).
 - Console responses (pages and ``/login``) carry ``X-Frame-Options: DENY``, a
   ``default-src 'self'`` Content-Security-Policy, ``Referrer-Policy: same-origin`` and
   ``Cache-Control: no-store``, unless the handler set its own.
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 COOKIE_NAME: Final = "edge_session"
 CSRF_FIELD: Final = "csrf"
+ACCOUNT: Final = web.RequestKey("account", str)
+CSRF: Final = web.RequestKey("csrf", str)
 CSRF_HEADER: Final = "X-CSRF-Token"
 
 _OPEN_EXACT: Final = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -164,8 +166,8 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
             "console %s %s refused: CSRF token missing or wrong", request.method, request.path
         )
         return _error(403, "CSRF_INVALID", "the form's CSRF token is missing or wrong; reload")
-    request["account"] = session.name
-    request["csrf"] = session.csrf
+    request[ACCOUNT] = session.name
+    request[CSRF] = session.csrf
     return await handler(request)
 
 
@@ -313,7 +315,7 @@ async def logout(request: web.Request) -> web.Response:
     session_id = request.cookies.get(COOKIE_NAME)
     if session_id is not None:
         auth.sessions.revoke(session_id)
-    log.info("console logout: %s", request.get("account"))
+    log.info("console logout: %s", request.get(ACCOUNT))
     response = web.Response(status=303, headers={"Location": "/login"})
     response.del_cookie(COOKIE_NAME, path="/")
     return response

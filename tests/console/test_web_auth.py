@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from edge.console.auth import Accounts
-from edge.console.web_auth import COOKIE_NAME, setup_auth
+from edge.console.web_auth import ACCOUNT, COOKIE_NAME, CSRF, setup_auth
 
 FAST_N = 2**4  # tests only: the production scrypt cost stays the default
 PASSWORD = "alice-password-1"
@@ -38,13 +38,13 @@ class FakeClock:
 
 async def whoami(request: web.Request) -> web.Response:
     """A console page: shows what the middleware put on the request."""
-    return web.json_response({"account": request["account"], "csrf": request["csrf"]})
+    return web.json_response({"account": request[ACCOUNT], "csrf": request[CSRF]})
 
 
 async def do_action(request: web.Request) -> web.Response:
     """A console form target; reads the form again after the middleware has."""
     form = await request.post()
-    return web.json_response({"done": True, "by": request["account"], "value": form.get("v")})
+    return web.json_response({"done": True, "by": request[ACCOUNT], "value": form.get("v")})
 
 
 async def open_endpoint(request: web.Request) -> web.Response:

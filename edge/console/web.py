@@ -1,0 +1,313 @@
+"""The technician's web console: server-rendered pages (Jinja2), live figures over
+server-sent events, every asset served by the hub (a store LAN may have no internet).
+
+Pages: ``/`` overview (WAN, outbox depth with a live chart, lanes, devices, catalogue, alerts),
+``/lanes``, ``/devices``, ``/outbox`` (parked items with the cloud's error; retry, park),
+``/catalogue``, ``/logs``. ``GET /events`` streams the overview's figures once a second.
+
+Login, sessions and CSRF are :mod:`edge.console.web_auth`'s middleware: a page handler finds
+the account in ``request[ACCOUNT]`` and the form token in ``request[CSRF]``; every form
+here posts it back. The JSON API under ``/api/`` is the same data for the CLI.
+
+Calling contract: :func:`add_console` once, on the hub's aiohttp app, before it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from edge.catalogue.service import CatalogueService
+from edge.console.alerts import store_alerts
+from edge.console.outbox_api import item_json
+from edge.console.web_auth import ACCOUNT, CSRF
+from edge.lanes.registry import LaneRegistry
+from edge.logs import LEVELS, RecentLogs
+from edge.outbox.service import OutboxService
+from edge.outbox.store import UnknownItem
+
+log = logging.getLogger(__name__)
+
+HERE: Final = Path(__file__).resolve().parent
+EVENTS_EVERY_S: Final = 1.0
+MAX_REASON: Final = 500
+
+
+@dataclass(slots=True)
+class ConsoleSource:
+    """What the console reads and acts on; built by edge.app."""
+
+    identity: Callable[[], dict[str, Any]]
+    outbox: OutboxService | None
+    lanes: LaneRegistry
+    catalogue: CatalogueService
+    logs: RecentLogs
+    devices: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+    """The shared peripherals with their status (None: no device relay)."""
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server shuts down: event streams end at once."""
+
+
+SOURCE: Final = web.AppKey("console", ConsoleSource)
+
+
+# -- figures (the overview and the event stream) ------------------------------------------------
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _wan(outbox: dict[str, Any] | None) -> str:
+    if outbox is None:
+        return "n/a"
+    state = outbox.get("breaker", {}).get("state", "n/a")
+    return {"closed": "up", "open": "DOWN", "half_open": "probing"}.get(state, "n/a")
+
+
+async def figures(source: ConsoleSource) -> dict[str, Any]:
+    """The store in one reading (the overview's tiles and the SSE payload)."""
+    outbox = await source.outbox.status() if source.outbox is not None else None
+    lanes = {state.value: n for state, n in source.lanes.counts().items()}
+    catalogue = await source.catalogue.status()
+    devices = await source.devices() if source.devices is not None else []
+    online = sum(1 for d in devices if d.get("online"))
+    last = catalogue["last_sync"]
+    catalogue_text = (
+        f"{catalogue['stats']['items']:,} items · "
+        + ("never synced" if last is None else "last sync ok" if last["ok"] else "LAST SYNC FAILED")
+        + f" · {catalogue['registers']['counts']['current']} registers current"
+    )
+    return {
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "wan": _wan(outbox),
+        "connector": outbox["connector"] if outbox else "none",
+        "pending": outbox["pending"] if outbox else 0,
+        "parked": outbox["parked"] if outbox else 0,
+        "oldest": _age(outbox["oldest_pending_age_s"]) if outbox else "-",
+        "delivered_per_min": round(outbox["delivered_per_min"], 1) if outbox else 0,
+        "lanes_online": lanes.get("online", 0),
+        "lanes_text": ", ".join(f"{n} {state}" for state, n in lanes.items() if n) or "none yet",
+        "catalogue_version": catalogue["version"],
+        "catalogue_text": catalogue_text,
+        "devices_online": f"{online}/{len(devices)}",
+        "devices_text": ", ".join(f"{d['name']}: {d['summary']}" for d in devices) or "none",
+        "alerts": [asdict(a) for a in store_alerts(outbox, lanes, catalogue)],
+    }
+
+
+# -- pages ---------------------------------------------------------------------------------------
+
+
+def _context(request: web.Request, title: str, active: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "title": title,
+        "active": active,
+        "identity": request.app[SOURCE].identity(),
+        "account": request.get(ACCOUNT),
+        "csrf": request.get(CSRF, ""),
+        "notice": request.query.get("notice", ""),
+        **extra,
+    }
+
+
+def _render(request: web.Request, template: str, context: dict[str, Any]) -> web.Response:
+    response = aiohttp_jinja2.render_template(template, request, context)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _back(path: str, notice: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(f"{path}?{urllib.parse.urlencode({'notice': notice})}")
+
+
+async def overview(request: web.Request) -> web.Response:
+    source = request.app[SOURCE]
+    return _render(request, "overview.html", _context(
+        request, "Overview", "/", figures=await figures(source)
+    ))  # fmt: skip
+
+
+async def lanes_page(request: web.Request) -> web.Response:
+    source = request.app[SOURCE]
+    feed = {row["register"]: row for row in source.catalogue.registers()}
+    rows = []
+    for lane in source.lanes.snapshot():
+        follows = feed.get(lane["device_id"]) or feed.get(lane["lane_id"] or "")
+        lag = "not following" if follows is None else (
+            "current" if follows["behind"] == 0 else f"{follows['behind']} behind"
+            if follows["behind"] is not None else follows["state"]
+        )  # fmt: skip
+        rows.append({**lane, "silent": _age(lane["silent_s"]), "catalogue": lag})
+    return _render(request, "lanes.html", _context(request, "Lanes", "/lanes", lanes=rows))
+
+
+async def outbox_page(request: web.Request) -> web.Response:
+    source = request.app[SOURCE]
+    if source.outbox is None:
+        raise web.HTTPNotFound(text="the outbox is disabled on this hub")
+    status = await source.outbox.status()
+    parked = [item_json(i) for i in await source.outbox.items("parked", 200, 0)]
+    pending = [item_json(i) for i in await source.outbox.items("pending", 50, 0)]
+    for item in parked:
+        item["parked_at"] = _when(item["parked_at"])
+        detail = item["error_detail"]
+        item["error_detail"] = json.dumps(detail, indent=2) if detail is not None else ""
+    return _render(request, "outbox.html", _context(
+        request, "Outbox", "/outbox", status=status, wan=_wan(status), parked=parked,
+        pending=pending,
+    ))  # fmt: skip
+
+
+def _when(epoch: float | None) -> str:
+    if not epoch:
+        return "-"
+    return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def _reason(request: web.Request, back: str) -> str:
+    form = await request.post()
+    reason = str(form.get("reason", "")).strip()
+    if not reason or len(reason) > MAX_REASON:
+        raise _back(back, f"say why (1-{MAX_REASON} characters)")
+    return reason
+
+
+async def outbox_action(request: web.Request) -> web.Response:
+    source = request.app[SOURCE]
+    if source.outbox is None:
+        raise web.HTTPNotFound()
+    key, action = request.match_info["key"], request.match_info["action"]
+    reason = await _reason(request, "/outbox")
+    actor = f"console:{request.get(ACCOUNT) or 'anonymous'}"
+    try:
+        if action == "retry":
+            await source.outbox.retry(key, actor, reason)
+        else:
+            await source.outbox.park(key, actor, reason)
+    except UnknownItem as exc:
+        raise _back("/outbox", f"{key}: {exc}") from None
+    log.info("console: %s %s %s (%s)", actor, action, key, reason)
+    raise _back("/outbox", f"{key}: {'re-queued' if action == 'retry' else 'parked'}")
+
+
+async def outbox_retry_parked(request: web.Request) -> web.Response:
+    source = request.app[SOURCE]
+    if source.outbox is None:
+        raise web.HTTPNotFound()
+    reason = await _reason(request, "/outbox")
+    actor = f"console:{request.get(ACCOUNT) or 'anonymous'}"
+    count = await source.outbox.retry_all_parked(actor, reason)
+    log.info("console: %s re-queued %d parked items (%s)", actor, count, reason)
+    raise _back("/outbox", f"{count} parked item(s) re-queued")
+
+
+async def devices_page(request: web.Request) -> web.Response:
+    source = request.app[SOURCE]
+    devices = await source.devices() if source.devices is not None else []
+    return _render(request, "devices.html", _context(
+        request, "Devices", "/devices", devices=devices, preview=None
+    ))  # fmt: skip
+
+
+async def catalogue_page(request: web.Request) -> web.Response:
+    status = await request.app[SOURCE].catalogue.status()
+    context = _context(request, "Catalogue", "/catalogue", c=status)
+    return _render(request, "catalogue.html", context)
+
+
+async def catalogue_sync(request: web.Request) -> web.Response:
+    catalogue = request.app[SOURCE].catalogue
+    if catalogue.source is None:
+        raise _back("/catalogue", "no catalogue source is configured")
+    catalogue.request_sync().add_done_callback(_retrieve)
+    raise _back("/catalogue", "sync started")
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+async def logs_page(request: web.Request) -> web.Response:
+    level = request.query.get("level", "INFO")
+    level = level if level in LEVELS else "INFO"
+    text = request.query.get("q", "")[:200]
+    entries = [
+        {**asdict(e), "time": dt.datetime.fromtimestamp(e.at).strftime("%H:%M:%S")}
+        for e in request.app[SOURCE].logs.entries(level=level, text=text, limit=500)
+    ]
+    return _render(request, "logs.html", _context(
+        request, "Logs", "/logs", entries=entries, levels=LEVELS, level=level, q=text
+    ))  # fmt: skip
+
+
+# -- live figures --------------------------------------------------------------------------------
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """``text/event-stream``: an ``event: figures`` every second until the client leaves or
+    the hub stops."""
+    source = request.app[SOURCE]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
+        while not source.closing.is_set():
+            payload = json.dumps(await figures(source), separators=(",", ":"))
+            await response.write(f"event: figures\ndata: {payload}\n\n".encode())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(EVENTS_EVERY_S):
+                    await source.closing.wait()
+    return response
+
+
+async def _close_streams(app: web.Application) -> None:
+    app[SOURCE].closing.set()
+
+
+def add_console(app: web.Application, source: ConsoleSource) -> None:
+    app[SOURCE] = source
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+        undefined=jinja2.StrictUndefined,
+    )
+    app.on_shutdown.append(_close_streams)
+    app.router.add_get("/", overview)
+    app.router.add_get("/lanes", lanes_page)
+    app.router.add_get("/devices", devices_page)
+    app.router.add_get("/outbox", outbox_page)
+    app.router.add_post("/outbox/items/{key}/{action:retry|park}", outbox_action)
+    app.router.add_post("/outbox/retry-parked", outbox_retry_parked)
+    app.router.add_get("/catalogue", catalogue_page)
+    app.router.add_post("/catalogue/sync", catalogue_sync)
+    app.router.add_get("/logs", logs_page)
+    app.router.add_get("/events", events)
+    app.router.add_static("/static/", HERE / "static", append_version=False)

@@ -48,6 +48,7 @@ from edge.outbox.intake import DiskGuard, Intake
 from edge.outbox.sender import Sender
 from edge.outbox.service import OutboxService
 from edge.outbox.store import OutboxStore
+from edge.relay.printers import Printers
 from edge.settings import Settings, SettingsError
 from edge.systemd import Notifier
 from edge.uplink.base import Connector
@@ -237,6 +238,9 @@ class Hub:
                 on_found=self._on_announcement,
             )
         lanes_api.add_routes(http_app, self.lanes)
+        self.printers = Printers(
+            settings.devices, self.bus, self.topics, store_id=settings.store_id
+        )
         self.recent_logs = RecentLogs()
         self.console = ConsoleSource(
             identity=self.identity,
@@ -244,6 +248,7 @@ class Hub:
             lanes=self.lanes,
             catalogue=self.catalogue,
             logs=self.recent_logs,
+            printers=self.printers if self.printers.printers else None,
         )
         # TLS with the hub's certificate comes with the hub identity (issue 7); until then the
         # console is for the back office's own LAN (http.host) and cookies are not Secure.
@@ -372,6 +377,7 @@ class Hub:
                     if outbox is not None and outbox.sender is not None:
                         started.append(tg.create_task(outbox.sender.run(), name="outbox-sender"))
                     started.append(tg.create_task(self.catalogue.run(), name="catalogue"))
+                    started.append(tg.create_task(self.printers.run(), name="printers"))
                     await self.http.start()
                     log.info("hub: http on %s", self.http.url)
                     if self.discovery is not None:

@@ -26,6 +26,7 @@ from edge.catalogue.service import (
 from edge.outbox.intake import INTAKE_ERROR_CODES
 from edge.outbox.transactions import transaction_json_schema
 from edge.outbox.validate import VALIDATION_ERROR_CODES
+from edge.relay.printers import DeviceStatus
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 
@@ -56,6 +57,11 @@ def all_schemas() -> dict[str, dict[str, Any]]:
             HubStatus, "Hub presence", "Retained on store/{store}/hub/status."
         ),
         "transaction.json": transaction_json_schema(),
+        "device-status.json": _schema(
+            DeviceStatus,
+            "Device status",
+            "Retained on store/{store}/device/{name}/status: a shared printer's state.",
+        ),
         "catalogue-version.json": _schema(
             VersionAnnouncement,
             "Catalogue version",

@@ -183,6 +183,31 @@ class CatalogueSettings(_Section):
     """A register gets a snapshot when its delta would be larger than this many snapshots."""
 
 
+class PrinterSettings(_Section):
+    """A network receipt printer (ESC/POS over raw TCP)."""
+
+    name: str
+    """How lanes and technicians name it (``front``, ``lane-3``); unique."""
+    host: str
+    port: int = 9100
+    columns: int = 42
+    """Characters per line in font A: 42 on 80 mm paper (TM-T88), 48 on some, 32 on 58 mm."""
+    profile: str = "default"
+    """python-escpos capability profile (escpos-printer-db), e.g. ``TM-T88V``."""
+
+
+class DevicesSettings(_Section):
+    """The shared peripherals the hub drives for the lanes."""
+
+    status_every_s: float = 5.0
+    """How often each device's status is checked."""
+    misses_to_offline: int = 3
+    """A device is declared gone only after this many missed checks in a row."""
+    timeout_s: float = 5.0
+    """Bound on one command (a print, a drawer kick, a status check)."""
+    printers: list[PrinterSettings] = []
+
+
 class LanesSettings(_Section):
     """The register registry and its lifecycle timers."""
 
@@ -232,6 +257,7 @@ class Settings(_Section):
     outbox: OutboxSettings = msgspec.field(default_factory=OutboxSettings)
     uplink: UplinkSettings = msgspec.field(default_factory=UplinkSettings)
     catalogue: CatalogueSettings = msgspec.field(default_factory=CatalogueSettings)
+    devices: DevicesSettings = msgspec.field(default_factory=DevicesSettings)
     lanes: LanesSettings = msgspec.field(default_factory=LanesSettings)
     discovery: DiscoverySettings = msgspec.field(default_factory=DiscoverySettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
@@ -444,6 +470,17 @@ def _check(s: Settings, source: str) -> None:
                 raise bad(f"uplink.netsuite.{key}", f'is required with auth = "{ns.auth}"')
         if ns.concurrency < 1:
             raise bad("uplink.netsuite.concurrency", "must be at least 1")
+    d = s.devices
+    if d.status_every_s <= 0 or d.timeout_s <= 0 or d.misses_to_offline < 1:
+        raise bad("devices", "status_every_s and timeout_s must be > 0, misses_to_offline >= 1")
+    names = [printer.name for printer in d.printers]
+    for index, printer in enumerate(d.printers):
+        if not _ID_RE.match(printer.name) or names.count(printer.name) > 1:
+            raise bad(f"devices.printers[{index}].name", "must be a unique id (letters, digits)")
+        if not 0 < printer.port < 65536:
+            raise bad(f"devices.printers[{index}].port", "is not a TCP port")
+        if not 24 <= printer.columns <= 64:
+            raise bad(f"devices.printers[{index}].columns", "must be between 24 and 64")
     if s.discovery.enabled and not s.discovery.interfaces:
         raise bad("discovery.interfaces", "list the store-LAN addresses to announce on")
     if not s.lanes.stale_after_days < s.lanes.retire_after_days:

@@ -39,6 +39,7 @@ def test_protocol_examples_are_valid_messages() -> None:
         "txn_id": "transaction.json",
         "id": "request.json",
         "epoch": "catalogue-version.json",
+        "device": "device-status.json",
     }
     checked = 0
     for block in re.findall(r"```json\n(.*?)```", PROTOCOL, re.S):
@@ -65,6 +66,7 @@ def test_operations_example_config_is_valid_and_shows_the_defaults() -> None:
         "outbox",
         "uplink",
         "catalogue",
+        "devices",
         "lanes",
         "discovery",
         "http",

@@ -19,8 +19,9 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -37,6 +38,8 @@ from edge.lanes.registry import LaneRegistry
 from edge.logs import LEVELS, RecentLogs
 from edge.outbox.service import OutboxService
 from edge.outbox.store import UnknownItem
+from edge.relay.printer import PrinterError
+from edge.relay.printers import Printers
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,8 @@ class ConsoleSource:
     lanes: LaneRegistry
     catalogue: CatalogueService
     logs: RecentLogs
-    devices: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
-    """The shared peripherals with their status (None: no device relay)."""
+    printers: Printers | None = None
+    """The shared printers (None: none configured)."""
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the server shuts down: event streams end at once."""
 
@@ -90,7 +93,7 @@ async def figures(source: ConsoleSource) -> dict[str, Any]:
     outbox = await source.outbox.status() if source.outbox is not None else None
     lanes = {state.value: n for state, n in source.lanes.counts().items()}
     catalogue = await source.catalogue.status()
-    devices = await source.devices() if source.devices is not None else []
+    devices = await source.printers.devices() if source.printers is not None else []
     online = sum(1 for d in devices if d.get("online"))
     last = catalogue["last_sync"]
     catalogue_text = (
@@ -224,10 +227,41 @@ async def outbox_retry_parked(request: web.Request) -> web.Response:
 
 async def devices_page(request: web.Request) -> web.Response:
     source = request.app[SOURCE]
-    devices = await source.devices() if source.devices is not None else []
+    devices = await source.printers.devices() if source.printers is not None else []
+    shown = request.query.get("preview")
+    preview = None
+    if shown is not None and any(d["name"] == shown and d["has_preview"] for d in devices):
+        quoted = urllib.parse.quote(shown, safe="")
+        preview = {"device": shown, "url": f"/devices/{quoted}/preview.png?t={time.time():.0f}"}
     return _render(request, "devices.html", _context(
-        request, "Devices", "/devices", devices=devices, preview=None
+        request, "Devices", "/devices", devices=devices, preview=preview
     ))  # fmt: skip
+
+
+async def test_print(request: web.Request) -> web.Response:
+    printers = request.app[SOURCE].printers
+    name = request.match_info["name"]
+    if printers is None or name not in printers.printers:
+        raise web.HTTPNotFound(text=f"no device {name!r}")
+    by = f"console:{request.get(ACCOUNT) or 'anonymous'}"
+    try:
+        state = await printers.test_print(name, by=by)
+    except PrinterError as exc:
+        raise _back("/devices", f"{name}: not printed: {exc} ({exc.code})") from None
+    query = urllib.parse.urlencode(
+        {"notice": f"{name}: printed ({state.summary})", "preview": name}
+    )
+    raise web.HTTPSeeOther(f"/devices?{query}")
+
+
+async def preview_image(request: web.Request) -> web.Response:
+    printers = request.app[SOURCE].printers
+    printer = printers.printers.get(request.match_info["name"]) if printers else None
+    if printer is None or printer.preview is None:
+        raise web.HTTPNotFound(text="no test print yet")
+    return web.Response(
+        body=printer.preview, content_type="image/png", headers={"Cache-Control": "no-store"}
+    )
 
 
 async def catalogue_page(request: web.Request) -> web.Response:
@@ -303,6 +337,8 @@ def add_console(app: web.Application, source: ConsoleSource) -> None:
     app.router.add_get("/", overview)
     app.router.add_get("/lanes", lanes_page)
     app.router.add_get("/devices", devices_page)
+    app.router.add_post("/devices/{name}/test-print", test_print)
+    app.router.add_get("/devices/{name}/preview.png", preview_image)
     app.router.add_get("/outbox", outbox_page)
     app.router.add_post("/outbox/items/{key}/{action:retry|park}", outbox_action)
     app.router.add_post("/outbox/retry-parked", outbox_retry_parked)

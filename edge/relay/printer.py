@@ -1,0 +1,179 @@
+"""A network receipt printer (raw TCP, port 9100) driven by the hub: status checks and jobs.
+
+Theory of operation
+-------------------
+Every operation opens its own connection (store printers accept one client at a time, and a
+connection kept open across a power cycle of the printer dies silently), and is bounded by
+``timeout_s``:
+
+- :meth:`NetworkPrinter.status` asks ``DLE EOT 1``, ``2`` and ``4`` (printer, offline cause,
+  roll paper: peripherals.md §1.3), one request at a time, each answered by one byte, and
+  decodes them with :mod:`devices.escpos_status` into a :class:`PrinterState`.
+- :meth:`NetworkPrinter.print` first checks the status: paper out, cover open or offline refuse
+  the job with a :class:`PrinterError` (a job sent then would be held inside the printer and
+  print later, long after the customer left: the register must decide). Then it writes the
+  job and asks ``DLE EOT 4`` again: the answer comes after the printer has executed what it
+  received before (§1.3), so its arrival means the job was taken, and its content says
+  whether paper ran out during it.
+
+Errors: :class:`PrinterError` with a stable ``code`` (``OFFLINE``: no answer or no
+connection; ``PAPER_OUT``; ``COVER_OPEN``; ``PRINTER_ERROR``: a mechanical or cutter error) and
+``retryable`` (every one of them clears when someone fixes the printer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+from devices.errors import FrameError
+from devices.escpos_status import (
+    OfflineCause,
+    PrinterStatus,
+    RollPaperStatus,
+    StatusRequest,
+    decode_status,
+    encode_status_request,
+)
+
+DEFAULT_PORT: Final = 9100
+
+
+class PrinterError(Exception):
+    """The printer cannot print now; ``code`` is stable (docs/protocol.md, devices)."""
+
+    retryable = True
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class PrinterState:
+    online: bool
+    paper_near_end: bool
+    paper_out: bool
+    cover_open: bool
+    error: bool
+    drawer_pin3_high: bool
+
+    @property
+    def summary(self) -> str:
+        if not self.online and not (self.paper_out or self.cover_open):
+            return "offline"
+        problems = [
+            text
+            for flag, text in (
+                (self.paper_out, "paper out"),
+                (self.cover_open, "cover open"),
+                (self.error, "error"),
+                (self.paper_near_end, "paper near end"),
+            )
+            if flag
+        ]
+        return ", ".join(problems) or "ready"
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": self.summary}
+
+    def refusal(self) -> PrinterError | None:
+        """Why a job must not be sent now (None: print)."""
+        if self.paper_out:
+            return PrinterError("PAPER_OUT", "the printer is out of paper")
+        if self.cover_open:
+            return PrinterError("COVER_OPEN", "the printer's cover is open")
+        if self.error:
+            return PrinterError("PRINTER_ERROR", "the printer reports an error (cutter, jam)")
+        if not self.online:
+            return PrinterError("OFFLINE", "the printer is offline")
+        return None
+
+
+class NetworkPrinter:
+    def __init__(self, host: str, port: int = DEFAULT_PORT, *, timeout_s: float = 5.0) -> None:
+        self.host = host
+        self.port = port
+        self.timeout_s = timeout_s
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> Any:
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        except OSError as exc:
+            raise PrinterError("OFFLINE", f"no connection to {self.address}: {exc}") from None
+        try:
+            yield reader, writer
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _ask(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: StatusRequest
+    ) -> int:
+        writer.write(encode_status_request(request))
+        await writer.drain()
+        answer = await reader.readexactly(1)
+        return answer[0]
+
+    async def _state(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> PrinterState:
+        printer = decode_status(
+            StatusRequest.PRINTER, bytes([await self._ask(reader, writer, StatusRequest.PRINTER)])
+        )
+        cause = decode_status(
+            StatusRequest.OFFLINE_CAUSE,
+            bytes([await self._ask(reader, writer, StatusRequest.OFFLINE_CAUSE)]),
+        )
+        paper = decode_status(
+            StatusRequest.ROLL_PAPER,
+            bytes([await self._ask(reader, writer, StatusRequest.ROLL_PAPER)]),
+        )
+        assert isinstance(printer, PrinterStatus)
+        assert isinstance(cause, OfflineCause)
+        assert isinstance(paper, RollPaperStatus)
+        return PrinterState(
+            online=printer.online,
+            paper_near_end=paper.near_end,
+            paper_out=paper.paper_end or cause.stopped_at_paper_end,
+            cover_open=cause.cover_open,
+            error=cause.error,
+            drawer_pin3_high=printer.drawer_pin3_high,
+        )
+
+    async def status(self) -> PrinterState:
+        """The printer's state now. Raises :class:`PrinterError` ``OFFLINE`` when it does not
+        answer within ``timeout_s``."""
+        try:
+            async with asyncio.timeout(self.timeout_s), self._connection() as (reader, writer):
+                return await self._state(reader, writer)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise PrinterError("OFFLINE", f"{self.address} did not answer: {exc!r}") from None
+        except FrameError as exc:
+            raise PrinterError("OFFLINE", f"{self.address} answered garbage: {exc}") from None
+
+    async def print(self, job: bytes) -> PrinterState:
+        """Send one job; returns the state once the printer has taken it. Raises
+        :class:`PrinterError` before sending when it cannot print, or ``OFFLINE`` when it
+        stops answering."""
+        try:
+            async with asyncio.timeout(self.timeout_s), self._connection() as (reader, writer):
+                before = await self._state(reader, writer)
+                if (refused := before.refusal()) is not None:
+                    raise refused
+                writer.write(job)
+                await writer.drain()
+                await self._ask(reader, writer, StatusRequest.ROLL_PAPER)  # the barrier
+                return await self._state(reader, writer)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise PrinterError("OFFLINE", f"{self.address} stopped answering: {exc!r}") from None
+        except FrameError as exc:
+            raise PrinterError("OFFLINE", f"{self.address} answered garbage: {exc}") from None

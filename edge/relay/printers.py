@@ -1,0 +1,244 @@
+"""The store's receipt printers as the hub runs them: status watched and published, test
+prints with a preview for the console.
+
+Theory of operation
+-------------------
+*Status.* Every ``devices.status_every_s`` the hub asks each configured printer for its status
+(:meth:`~edge.relay.printer.NetworkPrinter.status`). A printer is declared offline only after
+``devices.misses_to_offline`` checks in a row got no answer (a printer busy cutting, or a Wi-Fi
+bridge hiccup, must not flap the lanes' status: the Odoo double-print lesson); one answer puts
+it back online. The debounced status is retained on ``store/{store}/device/{name}/status``
+(:func:`status_topic`) and published only when it changes, and again after every reconnection
+of the bus, so a register that connects learns every printer's state at once.
+
+*Test print.* :meth:`Printers.test_print` prints a test receipt (store, printer, address,
+profile, time, a barcode) and keeps a preview PNG drawn from the very bytes it sent
+(:mod:`devices.escpos_preview`), which the console shows next to the printer.
+
+One job at a time per printer (a lock); status checks and jobs share it, so a check never
+interleaves its requests with a job's bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+
+from devices.escpos_preview import EscPosDecoder, JobEnded, PrintedJob
+from devices.receipt import Barcode, Receipt, encode_receipt
+from edge.bus.client import Bus
+from edge.bus.errors import BusUnavailable
+from edge.bus.topics import Topics
+from edge.relay.printer import NetworkPrinter, PrinterError, PrinterState
+from edge.settings import DevicesSettings, PrinterSettings
+
+log = logging.getLogger(__name__)
+
+
+class DeviceStatus(msgspec.Struct, kw_only=True):
+    """Retained on ``store/{store}/device/{name}/status`` (docs/protocol.md, devices)."""
+
+    v: int = 1
+    device: str
+    kind: Literal["printer"]
+    online: bool
+    """Debounced: false only after several missed checks in a row."""
+    summary: str
+    """``ready``, ``offline``, ``paper out``, ``cover open``, ``paper near end``, ..."""
+    paper_near_end: bool = False
+    paper_out: bool = False
+    cover_open: bool = False
+    since: str
+    """RFC 3339: when ``online`` last changed."""
+
+
+def status_topic(topics: Topics, name: str) -> str:
+    return f"{topics.root}/device/{name}/status"
+
+
+@dataclass(slots=True)
+class Printer:
+    settings: PrinterSettings
+    driver: NetworkPrinter
+    state: PrinterState | None = None
+    """The last status read (None: never answered)."""
+    online: bool = False
+    """Debounced: False only after ``misses_to_offline`` missed checks in a row."""
+    misses: int = 0
+    since: float = 0.0
+    """When ``online`` last changed."""
+    last_error: str | None = None
+    preview: bytes | None = None
+    """PNG of the last test print."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def summary(self) -> str:
+        if not self.online:
+            return "offline" if self.state is not None or self.misses else "not checked yet"
+        return self.state.summary if self.state is not None else "online"
+
+    def status_document(self) -> DeviceStatus:
+        state = self.state
+        return DeviceStatus(
+            device=self.settings.name,
+            kind="printer",
+            online=self.online,
+            summary=self.summary,
+            paper_near_end=state is not None and state.paper_near_end,
+            paper_out=state is not None and state.paper_out,
+            cover_open=state is not None and state.cover_open,
+            since=dt.datetime.fromtimestamp(self.since, dt.UTC).isoformat(timespec="seconds"),
+        )
+
+
+class Printers:
+    def __init__(
+        self,
+        settings: DevicesSettings,
+        bus: Bus | None,
+        topics: Topics,
+        *,
+        store_id: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._bus = bus
+        self._topics = topics
+        self._store_id = store_id
+        self._clock = clock
+        self.printers = {
+            p.name: Printer(p, NetworkPrinter(p.host, p.port, timeout_s=settings.timeout_s))
+            for p in settings.printers
+        }
+        self._changed = asyncio.Event()
+
+    # -- status ----------------------------------------------------------------------------
+
+    async def check(self, printer: Printer) -> None:
+        """One status check, debounced (module docstring)."""
+        async with printer.lock:
+            try:
+                state = await printer.driver.status()
+            except PrinterError as exc:
+                printer.misses += 1
+                printer.last_error = str(exc)
+                if printer.online and printer.misses >= self.settings.misses_to_offline:
+                    self._set_online(printer, False)
+                    log.warning("devices: printer %s offline: %s", printer.settings.name, exc)
+                return
+        printer.misses = 0
+        printer.last_error = None
+        changed = state != printer.state
+        printer.state = state
+        if not printer.online:
+            self._set_online(printer, True)
+            log.info("devices: printer %s online (%s)", printer.settings.name, state.summary)
+        elif changed:
+            log.info("devices: printer %s: %s", printer.settings.name, state.summary)
+            self._changed.set()
+
+    def _set_online(self, printer: Printer, online: bool) -> None:
+        printer.online = online
+        printer.since = self._clock()
+        self._changed.set()
+
+    async def run(self) -> None:
+        """Check every printer on the interval and publish changes. Runs until cancelled."""
+        if not self.printers:
+            return
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._publish_loop(), name="devices-publish")
+            while True:
+                await asyncio.gather(*(self.check(p) for p in self.printers.values()))
+                await asyncio.sleep(self.settings.status_every_s)
+
+    async def _publish_loop(self) -> None:
+        bus = self._bus
+        if bus is None:
+            return
+        published: dict[str, tuple[int, bytes]] = {}
+        while True:
+            self._changed.clear()
+            await bus.wait_connected()
+            for name, printer in self.printers.items():
+                body = msgspec.json.encode(printer.status_document())
+                stamp = (bus.connects, body)
+                if published.get(name) == stamp:
+                    continue
+                try:
+                    await bus.publish(status_topic(self._topics, name), body, retain=True)
+                    published[name] = stamp
+                except BusUnavailable:
+                    break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.status_every_s):
+                    await self._changed.wait()
+
+    # -- the console -----------------------------------------------------------------------
+
+    async def devices(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": name,
+                "kind": "printer",
+                "online": p.online,
+                "summary": p.summary,
+                "address": p.driver.address,
+                "profile": p.settings.profile,
+                "actions": ["test-print"],
+                "last_error": p.last_error,
+                "has_preview": p.preview is not None,
+            }
+            for name, p in self.printers.items()
+        ]
+
+    def test_receipt(self, printer: Printer, by: str) -> Receipt:
+        now = dt.datetime.fromtimestamp(self._clock()).strftime("%Y-%m-%d %H:%M:%S")
+        return Receipt(
+            header=("store-edge", f"store {self._store_id}", "TEST PRINT"),
+            footer=(
+                f"printer {printer.settings.name} at {printer.driver.address}",
+                f"profile {printer.settings.profile}, {printer.settings.columns} columns",
+                f"{now} by {by}",
+            ),
+            barcode=Barcode(symbology="CODE128", data=f"TEST-{printer.settings.name}"[:20]),
+            columns=printer.settings.columns,
+        )
+
+    async def test_print(self, name: str, *, by: str) -> PrinterState:
+        """Print a test receipt now and keep its preview. Raises KeyError for an unknown
+        printer and :class:`PrinterError` when it cannot print."""
+        printer = self.printers[name]
+        receipt = self.test_receipt(printer, by)
+        job = await asyncio.to_thread(encode_receipt, receipt, printer.settings.profile)
+        async with printer.lock:
+            state = await printer.driver.print(job)
+        printer.preview = await asyncio.to_thread(preview_png, job, printer.settings.columns)
+        log.info("devices: test print on %s by %s", name, by)
+        return state
+
+
+def preview_png(job: bytes, columns: int) -> bytes:
+    """The receipt as the printer prints ``job``, drawn as a PNG."""
+    ended = [e for e in EscPosDecoder().feed(job) if isinstance(e, JobEnded)]
+    if not ended:
+        raise ValueError("the job has no cut: nothing would print")
+    last = ended[-1]
+    return PrintedJob(
+        number=1,
+        raw=last.raw,
+        blocks=last.blocks,
+        cuts=last.cuts,
+        drawer_kicks=last.drawer_kicks,
+        unknown_commands=last.unknown_commands,
+        columns=columns,
+    ).preview_png()

@@ -241,6 +241,7 @@ class Hub:
         self.printers = Printers(
             settings.devices, self.bus, self.topics, store_id=settings.store_id
         )
+        self.printers.register_rpc(self.rpc)
         self.recent_logs = RecentLogs()
         self.console = ConsoleSource(
             identity=self.identity,

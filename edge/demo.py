@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import os
 import random
+import secrets
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -50,13 +51,15 @@ import aiohttp
 import msgspec
 
 from edge.app import Hub
+from edge.console.auth import Accounts
 from edge.lanes.lifecycle import LaneState
-from edge.settings import Settings, load_settings
+from edge.settings import PrinterSettings, Settings, load_settings
 from edge.sim.catalogue_follower import FeedFollower, FeedRefused, hub_records
 from edge.sim.hq_api import HqApiSimulator, run_hq_api
 from edge.sim.hq_catalogue import DEFAULT_TOKEN, HqCatalogueSimulator, run_hq_catalogue
 from edge.sim.netsuite.auth import TbaCredential
 from edge.sim.netsuite.server import NetSuiteSim, run_netsuite_sim
+from edge.sim.printer import PrinterEmulator
 from edge.sim.registers import CATALOGUE, SimLane
 from edge.sim.wan_proxy import WanProxy
 from edge.uplink.netsuite.mapping import CatalogueMapping, Mapping, external_id
@@ -309,6 +312,7 @@ class Demo:
         self.stop = asyncio.Event()
         self._hurry = asyncio.Event()
         self._rng = random.Random(options.seed)
+        self._printer: PrinterEmulator | None = None
 
     def hurry(self) -> None:
         """Skip the final drain (a second Ctrl-C)."""
@@ -322,11 +326,21 @@ class Demo:
 
     async def run(self) -> bool:
         """Run until :attr:`stop` is set (or the duration ends); True if the promise held."""
-        async with run_cloud(self.options) as cloud, WanProxy(cloud.host, cloud.port) as wan:
+        async with (
+            run_cloud(self.options) as cloud,
+            WanProxy(cloud.host, cloud.port) as wan,
+            PrinterEmulator() as printer,
+        ):
             settings = cloud.configure(
                 demo_settings(self._config, self._state_dir, os.environ),
                 f"http://127.0.0.1:{wan.port}",
             )
+            front = PrinterSettings(name="front", host="127.0.0.1", port=printer.port)
+            settings = msgspec.structs.replace(
+                settings, devices=msgspec.structs.replace(settings.devices, printers=[front])
+            )
+            self._printer = printer
+            password = demo_login(settings)
             hub = Hub(settings)
             hub_task = asyncio.create_task(hub.run(handle_signals=False), name="hub")
             try:
@@ -338,12 +352,14 @@ class Demo:
                     await hub_task  # raises why the hub could not start
                     return False
                 self._started = self._clock()
-                return await self._trade(settings, hub, cloud, wan)
+                return await self._trade(settings, hub, cloud, wan, password)
             finally:
                 hub.request_stop()
                 await hub_task
 
-    async def _trade(self, settings: Settings, hub: Hub, cloud: Cloud, wan: WanProxy) -> bool:
+    async def _trade(
+        self, settings: Settings, hub: Hub, cloud: Cloud, wan: WanProxy, password: str
+    ) -> bool:
         o = self.options
         run_id = f"{int(time.time()) % 100000:05d}-"
         lanes = [
@@ -355,13 +371,14 @@ class Demo:
                 seed=o.seed * 1000 + n,
                 interval_s=o.sale_every_s * self._rng.uniform(0.6, 1.4),
                 txn_prefix=run_id,
+                printer="front",
             )
             for n in range(1, o.lanes + 1)
         ]
         self.say(
             f"\nstore-edge demo: store {settings.store_id}, {o.lanes} lanes trading, "
             f"a WAN outage at {o.outage_at_s:.0f} s for {o.outage_for_s:.0f} s.\n"
-            f"  console:  {hub.http.url}/readyz   outbox: {hub.http.url}/api/v1/outbox\n"
+            f"  console:  {hub.http.url}/   login {DEMO_USER} / {password}\n"
             f"  CLI:      edge status --url {hub.http.url}   "
             f"edge outbox --url {hub.http.url} status   "
             f"edge catalogue --url {hub.http.url} status\n"
@@ -405,7 +422,12 @@ class Demo:
                 if status != "delivered"
             }
         kept, lines = summary(outcome)
-        self.say("\n" + "\n".join([*lines, catalogue_line]))
+        printed = sum(lane.stats.printed for lane in lanes)
+        receipts = (
+            f"receipts printed:               {printed} "
+            f"(the emulated printer cut {len(self._printer.jobs) if self._printer else 0})"
+        )
+        self.say("\n" + "\n".join([*lines, catalogue_line, receipts]))
         return kept and catalogue_ok
 
     async def _outage_script(
@@ -486,6 +508,21 @@ class Demo:
         await asyncio.wait([empty, hurry], timeout=DRAIN_AT_STOP_S, return_when="FIRST_COMPLETED")
         for task in (empty, hurry):
             task.cancel()
+
+
+DEMO_USER = "demo"
+
+
+def demo_login(settings: Settings) -> str:
+    """A technician account for the demo's console, with a fresh password each run."""
+    password = secrets.token_urlsafe(9)
+    accounts = Accounts.load(settings.console_accounts_path)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if DEMO_USER in accounts.names():
+        accounts.set_password(DEMO_USER, password)
+    else:
+        accounts.add(DEMO_USER, password)
+    return password
 
 
 async def _catalogue_check(

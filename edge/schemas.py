@@ -26,7 +26,7 @@ from edge.catalogue.service import (
 from edge.outbox.intake import INTAKE_ERROR_CODES
 from edge.outbox.transactions import transaction_json_schema
 from edge.outbox.validate import VALIDATION_ERROR_CODES
-from edge.relay.printers import DeviceStatus
+from edge.relay.printers import DEVICE_ERROR_CODES, DeviceStatus, DrawerRequest, PrintRequest
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 
@@ -62,6 +62,12 @@ def all_schemas() -> dict[str, dict[str, Any]]:
             "Device status",
             "Retained on store/{store}/device/{name}/status: a shared printer's state.",
         ),
+        "device-print.json": _schema(
+            PrintRequest, "device.print data", "A receipt for a shared printer, once per id."
+        ),
+        "device-drawer.json": _schema(
+            DrawerRequest, "device.drawer data", "Open the cash drawer wired to a printer."
+        ),
         "catalogue-version.json": _schema(
             VersionAnnouncement,
             "Catalogue version",
@@ -92,7 +98,12 @@ def all_error_codes() -> dict[str, tuple[bool, str]]:
     The bus's own codes come first; a method's codes with the same name keep the bus meaning.
     """
     codes = dict(ERROR_CODES)
-    for extra in (VALIDATION_ERROR_CODES, INTAKE_ERROR_CODES, CATALOGUE_ERROR_CODES):
+    for extra in (
+        VALIDATION_ERROR_CODES,
+        INTAKE_ERROR_CODES,
+        CATALOGUE_ERROR_CODES,
+        DEVICE_ERROR_CODES,
+    ):
         for code, value in extra.items():
             codes.setdefault(code, value)
     return codes

@@ -72,6 +72,13 @@ async def test_demo_rides_out_the_outage_and_keeps_the_promise(
     assert "lost:                           0" in text
     assert "promise kept" in text
     assert "catalogue: every lane holds exactly the hub's" in text
+    printed, cut = map(
+        int,
+        re.search(r"receipts printed:\s+(\d+) \(the emulated printer cut (\d+)\)", text).groups(),
+    )  # type: ignore[union-attr]
+    assert printed == cut, "every receipt printed once, none twice"
+    assert printed >= acked - 3, "each lane's receipts, but for a sale rung as it stopped"
+    assert re.search(r"console:  http://\S+/   login demo / \S+", text)
     assert "lanes online  3" in text, "each simulated lane announces itself"
     assert f"cloud ({shown_as})" in text
 

@@ -11,6 +11,16 @@ it back online. The debounced status is retained on ``store/{store}/device/{name
 (:func:`status_topic`) and published only when it changes, and again after every reconnection
 of the bus, so a register that connects learns every printer's state at once.
 
+*Printing for the lanes* (MQTT ``device.print`` on the lane's scope, docs/protocol.md §10):
+the lane sends a structured receipt (:class:`devices.receipt.Receipt`) with its own
+``command_id``. The command is de-duplicated by that id: a re-sent command that already
+printed gets the first answer again (``duplicate: true``) and never prints twice; one still
+printing waits for the same outcome; the same id with other content is refused
+(``COMMAND_ID_CONFLICT``). A device error (paper out, cover open, offline) is answered as a
+retryable error and not remembered, so the lane may send the same command again once the
+printer is fixed. ``device.drawer`` opens a cash drawer wired to a printer (pin 2 or 5), with
+the same rules.
+
 *Test print.* :meth:`Printers.test_print` prints a test receipt (store, printer, address,
 profile, time, a barcode) and keeps a preview PNG drawn from the very bytes it sent
 (:mod:`devices.escpos_preview`), which the console shows next to the printer.
@@ -24,18 +34,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 from devices.escpos_preview import EscPosDecoder, JobEnded, PrintedJob
-from devices.receipt import Barcode, Receipt, encode_receipt
+from devices.receipt import Barcode, Receipt, encode_drawer_kick, encode_receipt
 from edge.bus.client import Bus
-from edge.bus.errors import BusUnavailable
+from edge.bus.errors import BusUnavailable, RequestError
+from edge.bus.rpc import RequestContext, RpcRouter, decode_data
 from edge.bus.topics import Topics
 from edge.relay.printer import NetworkPrinter, PrinterError, PrinterState
 from edge.settings import DevicesSettings, PrinterSettings
@@ -58,6 +71,39 @@ class DeviceStatus(msgspec.Struct, kw_only=True):
     cover_open: bool = False
     since: str
     """RFC 3339: when ``online`` last changed."""
+
+
+#: code -> (retryable, meaning), in the form of edge.bus.errors.ERROR_CODES.
+DEVICE_ERROR_CODES: Final[dict[str, tuple[bool, str]]] = {
+    "DEVICE_UNKNOWN": (False, "No shared device of that name is configured on the hub."),
+    "PAPER_OUT": (True, "The printer is out of paper; nothing was printed."),
+    "COVER_OPEN": (True, "The printer's cover is open; nothing was printed."),
+    "OFFLINE": (True, "The device does not answer; nothing was done."),
+    "PRINTER_ERROR": (True, "The printer reports an error (cutter, jam); nothing was printed."),
+    "COMMAND_ID_CONFLICT": (False, "This command_id was already used for a different command."),
+}
+COMMANDS_REMEMBERED: Final = 10_000
+"""Done commands kept for de-duplication (a day of receipts in a busy store)."""
+
+CommandId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{1,100}$")]
+DeviceName = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
+
+
+class PrintRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``device.print`` data."""
+
+    command_id: CommandId
+    """Created by the lane; a re-send of the same command carries the same id."""
+    device: DeviceName
+    receipt: Receipt
+
+
+class DrawerRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``device.drawer`` data: kick the drawer connected to ``device`` on ``pin``."""
+
+    command_id: CommandId
+    device: DeviceName
+    pin: Literal[2, 5] = 2
 
 
 def status_topic(topics: Topics, name: str) -> str:
@@ -120,6 +166,7 @@ class Printers:
             for p in settings.printers
         }
         self._changed = asyncio.Event()
+        self._commands: OrderedDict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = OrderedDict()
 
     # -- status ----------------------------------------------------------------------------
 
@@ -183,6 +230,80 @@ class Printers:
                 async with asyncio.timeout(self.settings.status_every_s):
                     await self._changed.wait()
 
+    # -- the lanes' commands ---------------------------------------------------------------
+
+    def register_rpc(self, router: RpcRouter) -> None:
+        router.register("lane", "device.print", self._rpc_print)
+        router.register("lane", "device.drawer", self._rpc_drawer)
+
+    def _printer(self, name: str) -> Printer:
+        printer = self.printers.get(name)
+        if printer is None:
+            raise RequestError(
+                "DEVICE_UNKNOWN", f"no shared device {name!r}", retryable=False,
+                details={"known": sorted(self.printers)},
+            )  # fmt: skip
+        return printer
+
+    async def _rpc_print(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
+        request = decode_data(data, PrintRequest)
+        printer = self._printer(request.device)
+
+        async def work() -> dict[str, Any]:
+            job = await asyncio.to_thread(encode_receipt, request.receipt, printer.settings.profile)
+            return await self._send(printer, job)
+
+        return await self._once(request.command_id, bytes(data), work)
+
+    async def _rpc_drawer(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
+        request = decode_data(data, DrawerRequest)
+        printer = self._printer(request.device)
+
+        async def work() -> dict[str, Any]:
+            return await self._send(printer, encode_drawer_kick(request.pin))
+
+        return await self._once(request.command_id, bytes(data), work)
+
+    async def _send(self, printer: Printer, job: bytes) -> dict[str, Any]:
+        try:
+            async with printer.lock:
+                state = await printer.driver.print(job)
+        except PrinterError as exc:
+            raise RequestError(
+                exc.code, str(exc), retryable=True, details={"device": printer.settings.name}
+            ) from None
+        printer.state = state
+        return {"device": printer.settings.name, "state": state.summary}
+
+    async def _once(
+        self, command_id: str, content: bytes, work: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """Run ``work`` once per ``command_id`` (module docstring: de-duplication)."""
+        digest = hashlib.sha256(content).hexdigest()
+        known = self._commands.get(command_id)
+        if known is not None:
+            if known[0] != digest:
+                raise RequestError(
+                    "COMMAND_ID_CONFLICT",
+                    f"command {command_id} was already sent with other content",
+                    retryable=False,
+                )
+            first = await asyncio.shield(known[1])
+            return {**first, "duplicate": True}
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._commands[command_id] = (digest, future)
+        try:
+            result = {"command_id": command_id, **(await work()), "duplicate": False}
+        except BaseException as exc:
+            del self._commands[command_id]  # not done: the lane may send it again
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiting duplicates get it
+            raise
+        future.set_result(result)
+        while len(self._commands) > COMMANDS_REMEMBERED:
+            self._commands.popitem(last=False)
+        return result
+
     # -- the console -----------------------------------------------------------------------
 
     async def devices(self) -> list[dict[str, Any]]:
@@ -210,7 +331,7 @@ class Printers:
                 f"profile {printer.settings.profile}, {printer.settings.columns} columns",
                 f"{now} by {by}",
             ),
-            barcode=Barcode(symbology="CODE128", data=f"TEST-{printer.settings.name}"[:20]),
+            barcode=Barcode(symbology="CODE128", data=f"TEST-{printer.settings.name}"[:14]),
             columns=printer.settings.columns,
         )
 

@@ -110,6 +110,10 @@ class LaneStats:
     """Transactions the hub refused for good (should stay empty with valid sales)."""
     resends: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    printed: int = 0
+    """Receipts the hub answered as printed (a duplicate answer counts once)."""
+    print_errors: dict[str, int] = field(default_factory=dict)
+    """Print refusals by code (paper out, offline, ...): the cashier would be told."""
 
 
 class SimLane:
@@ -126,6 +130,7 @@ class SimLane:
         interval_s: float = 0.0,
         timeout_s: float = 2.0,
         txn_prefix: str = "",
+        printer: str | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -135,6 +140,7 @@ class SimLane:
         self._interval_s = interval_s
         self._timeout_s = timeout_s
         self._prefix = txn_prefix
+        self._printer = printer
         self._topics = Topics(store_id)
         self.device_id = f"SIM-{store_id}-{lane_id}".upper()
         self.stats = LaneStats()
@@ -167,6 +173,8 @@ class SimLane:
                             )
                             self.stats.rung += 1
                         if await self._submit(requester, pending):
+                            if self._printer and pending["txn_id"] in self.stats.acked:
+                                await self._print(requester, pending)
                             pending = None
                         if self._interval_s:
                             with contextlib.suppress(TimeoutError):
@@ -216,6 +224,52 @@ class SimLane:
         self.stats.resends += 1
         await asyncio.sleep(0.05)
         return False
+
+    async def _print(self, requester: Requester, txn: dict[str, Any]) -> None:
+        """The customer's receipt on the shared printer, once (``device.print`` de-duplicates
+        by command id, so a re-send after a timeout never prints twice)."""
+        command = {
+            "command_id": f"{txn['txn_id']}:receipt",
+            "device": self._printer,
+            "receipt": receipt_of(txn),
+        }
+        topic = self._topics.lane_rpc(self.lane_id, "device.print")
+        for _ in range(3):
+            try:
+                reply = await requester.request(topic, command, timeout=self._timeout_s)
+            except TimeoutError:
+                continue
+            if reply.ok:
+                self.stats.printed += 1
+                return
+            assert reply.error is not None
+            code = reply.error.code
+            self.stats.print_errors[code] = self.stats.print_errors.get(code, 0) + 1
+            return  # a register would tell the cashier and offer an e-receipt
+
+
+def receipt_of(txn: dict[str, Any]) -> dict[str, Any]:
+    """The receipt document (docs/protocol.md, device.print) of a simulated sale."""
+    totals = txn["totals"]
+    return {
+        "header": [f"Store {txn['store_id']}", f"{txn['lane_id']}  {txn['txn_id']}"],
+        "lines": [
+            {
+                "text": line["description"],
+                "quantity": str(line["quantity"]),
+                "amount": line["amount"],
+            }
+            for line in txn["lines"]
+        ],
+        "totals": [
+            {"label": "Subtotal", "amount": totals["subtotal"]},
+            {"label": "Tax", "amount": totals["tax_total"]},
+            {"label": "TOTAL", "amount": totals["total"]},
+        ],
+        "tenders": [{"label": t["type"], "amount": t["amount"]} for t in txn["tenders"]],
+        "footer": ["Thank you!"],
+        "barcode": {"symbology": "CODE128", "data": txn["txn_id"][-14:]},
+    }
 
 
 def _status(state: str, *, device: str | None = None, reason: str | None = None) -> bytes:

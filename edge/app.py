@@ -49,6 +49,7 @@ from edge.outbox.sender import Sender
 from edge.outbox.service import OutboxService
 from edge.outbox.store import OutboxStore
 from edge.relay.printers import Printers
+from edge.relay.scales import Scales
 from edge.settings import Settings, SettingsError
 from edge.systemd import Notifier
 from edge.uplink.base import Connector
@@ -242,6 +243,8 @@ class Hub:
             settings.devices, self.bus, self.topics, store_id=settings.store_id
         )
         self.printers.register_rpc(self.rpc)
+        self.scales = Scales(settings.devices)
+        self.scales.register_rpc(self.rpc)
         self.recent_logs = RecentLogs()
         self.console = ConsoleSource(
             identity=self.identity,
@@ -339,6 +342,8 @@ class Hub:
     async def _on_lane_status(self, message: Message) -> None:
         lane_id = message.topic.split("/")[3]
         await self.lanes.on_presence(lane_id, message.payload)
+        if b'"offline"' in message.payload or not message.payload:
+            self.scales.release_lane(lane_id)  # a scale is never held by a lane that left
 
     async def _ping(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
         """``hub/rpc/ping``: echoes ``data`` back with the hub's time (a liveness probe for
@@ -401,6 +406,7 @@ class Hub:
                     if outbox is not None:
                         await outbox.store.close()
                     await self.catalogue.store.close()
+                    await self.scales.aclose()
                     if self.catalogue.source is not None:
                         await self.catalogue.source.aclose()
                     await self.lanes.close()

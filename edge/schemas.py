@@ -26,7 +26,9 @@ from edge.catalogue.service import (
 from edge.outbox.intake import INTAKE_ERROR_CODES
 from edge.outbox.transactions import transaction_json_schema
 from edge.outbox.validate import VALIDATION_ERROR_CODES
-from edge.relay.printers import DEVICE_ERROR_CODES, DeviceStatus, DrawerRequest, PrintRequest
+from edge.relay.core import DEVICE_ERROR_CODES
+from edge.relay.printers import DeviceStatus, DrawerRequest, PrintRequest
+from edge.relay.scales import WeighRequest
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 
@@ -67,6 +69,9 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         ),
         "device-drawer.json": _schema(
             DrawerRequest, "device.drawer data", "Open the cash drawer wired to a printer."
+        ),
+        "scale-request.json": _schema(
+            WeighRequest, "scale.* data", "scale.weigh, scale.zero, scale.tare, scale.release."
         ),
         "catalogue-version.json": _schema(
             VersionAnnouncement,

@@ -196,6 +196,26 @@ class PrinterSettings(_Section):
     """python-escpos capability profile (escpos-printer-db), e.g. ``TM-T88V``."""
 
 
+class ScaleSettings(_Section):
+    """A serial scale (edge.relay.scales)."""
+
+    name: str
+    port: str
+    """A serial device (``/dev/ttyUSB0``) or ``socket://host:port`` (a serial server)."""
+    protocol: Literal["toledo", "magellan"] = "toledo"
+    unit: Literal["kg", "lb"] = "kg"
+    baudrate: int = 9600
+    bytesize: Literal[7, 8] = 7
+    parity: Literal["N", "E", "O"] = "E"
+    """Toledo and Magellan SASI are 9600 7E1 (peripherals.md §2.1); check the scale's setup."""
+    stopbits: Literal[1, 2] = 1
+    settle_s: float = 3.0
+    """How long a weigh waits for the weight to settle before WEIGHT_UNSTABLE."""
+    poll_s: float = 0.2
+    claim_ttl_s: float = 30.0
+    """An idle claim lapses after this long (a lane that forgot to release)."""
+
+
 class DevicesSettings(_Section):
     """The shared peripherals the hub drives for the lanes."""
 
@@ -206,6 +226,7 @@ class DevicesSettings(_Section):
     timeout_s: float = 5.0
     """Bound on one command (a print, a drawer kick, a status check)."""
     printers: list[PrinterSettings] = []
+    scales: list[ScaleSettings] = []
 
 
 class LanesSettings(_Section):
@@ -473,7 +494,10 @@ def _check(s: Settings, source: str) -> None:
     d = s.devices
     if d.status_every_s <= 0 or d.timeout_s <= 0 or d.misses_to_offline < 1:
         raise bad("devices", "status_every_s and timeout_s must be > 0, misses_to_offline >= 1")
-    names = [printer.name for printer in d.printers]
+    names = [printer.name for printer in d.printers] + [scale.name for scale in d.scales]
+    for index, scale in enumerate(d.scales):
+        if not _ID_RE.match(scale.name) or names.count(scale.name) > 1:
+            raise bad(f"devices.scales[{index}].name", "must be a unique id (letters, digits)")
     for index, printer in enumerate(d.printers):
         if not _ID_RE.match(printer.name) or names.count(printer.name) > 1:
             raise bad(f"devices.printers[{index}].name", "must be a unique id (letters, digits)")

@@ -73,15 +73,6 @@ class DeviceStatus(msgspec.Struct, kw_only=True):
     """RFC 3339: when ``online`` last changed."""
 
 
-#: code -> (retryable, meaning), in the form of edge.bus.errors.ERROR_CODES.
-DEVICE_ERROR_CODES: Final[dict[str, tuple[bool, str]]] = {
-    "DEVICE_UNKNOWN": (False, "No shared device of that name is configured on the hub."),
-    "PAPER_OUT": (True, "The printer is out of paper; nothing was printed."),
-    "COVER_OPEN": (True, "The printer's cover is open; nothing was printed."),
-    "OFFLINE": (True, "The device does not answer; nothing was done."),
-    "PRINTER_ERROR": (True, "The printer reports an error (cutter, jam); nothing was printed."),
-    "COMMAND_ID_CONFLICT": (False, "This command_id was already used for a different command."),
-}
 COMMANDS_REMEMBERED: Final = 10_000
 """Done commands kept for de-duplication (a day of receipts in a busy store)."""
 

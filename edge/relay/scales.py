@@ -1,0 +1,261 @@
+"""The store's serial scales as the lanes use them: a stable weight, zero, tare; one lane at a
+time.
+
+Theory of operation
+-------------------
+Each ``[[devices.scales]]`` is a serial line (a device path, or ``socket://host:port`` for a
+serial-to-Ethernet adapter) spoken with one of the sans-IO codecs in :mod:`devices`
+(:data:`PROTOCOLS`). The hub keeps the line open and sends one request at a time (a lock);
+an answer is read until the codec yields a frame, bounded by ``devices.timeout_s``. A broken
+line is reopened on the next request.
+
+*Weighing* (MQTT ``scale.weigh`` on the lane's scope): the hub polls the scale until it
+reports a stable weight, up to ``settle_s``. Motion that does not settle is
+``WEIGHT_UNSTABLE`` (retryable: ask the customer to stop touching the platter), over capacity
+``OVER_CAPACITY``, below zero ``UNDER_ZERO``; a scale that does not answer is ``OFFLINE``. A
+weight is never guessed.
+
+*The claim.* A scale serves one lane at a time: the first lane to weigh claims it; another
+lane gets ``CLAIMED_BY_OTHER_LANE`` until the holder releases it (``scale.release``), goes
+offline (its presence says so), or leaves it idle for ``claim_ttl_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Final, Protocol
+
+import msgspec
+import serial_asyncio_fast
+
+from devices.scale import Reading
+from devices.scale_magellan import MONITOR, MagellanParser, MagellanState
+from devices.scale_toledo import REQUEST_WEIGHT, TARE, ZERO, ToledoParser, ToledoStatus
+from edge.bus.errors import RequestError
+from edge.bus.rpc import RequestContext, RpcRouter, decode_data
+from edge.relay.core import DEVICE_ERROR_CODES
+from edge.settings import DevicesSettings, ScaleSettings
+
+log = logging.getLogger(__name__)
+
+
+class ScaleCodec(Protocol):
+    def feed(self, data: bytes) -> list[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How to speak one protocol: the requests and a fresh stream parser."""
+
+    weigh: bytes
+    zero: bytes | None
+    tare: bytes | None
+    parser: Callable[[str], ScaleCodec]
+
+
+PROTOCOLS: Final[dict[str, Dialect]] = {
+    "toledo": Dialect(REQUEST_WEIGHT, ZERO, TARE, lambda unit: ToledoParser(unit=unit)),
+    # The scale monitor (S14) always answers, with the state when there is no stable weight.
+    "magellan": Dialect(MONITOR, None, None, lambda unit: MagellanParser(unit=unit)),  # type: ignore[arg-type]
+}
+
+
+class WeighRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``scale.weigh`` / ``scale.zero`` / ``scale.tare`` / ``scale.release`` data."""
+
+    device: str
+
+
+@dataclass(slots=True)
+class Scale:
+    settings: ScaleSettings
+    dialect: Dialect
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    codec: ScaleCodec | None = None
+    holder: str | None = None
+    """The lane holding the claim."""
+    used_at: float = 0.0
+
+
+class Scales:
+    def __init__(
+        self, settings: DevicesSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self.scales = {s.name: Scale(s, PROTOCOLS[s.protocol]) for s in settings.scales}
+
+    # -- the line --------------------------------------------------------------------------
+
+    async def _open(self, scale: Scale) -> None:
+        s = scale.settings
+        try:
+            scale.reader, scale.writer = await serial_asyncio_fast.open_serial_connection(
+                url=s.port, baudrate=s.baudrate, bytesize=s.bytesize, parity=s.parity,
+                stopbits=s.stopbits,
+            )  # fmt: skip
+        except (OSError, ValueError) as exc:
+            raise RequestError(
+                "OFFLINE", f"scale {s.name}: cannot open {s.port}: {exc}", retryable=True
+            ) from None
+        scale.codec = scale.dialect.parser(s.unit)
+
+    def _close(self, scale: Scale) -> None:
+        if scale.writer is not None:
+            scale.writer.close()
+        scale.reader = scale.writer = scale.codec = None
+
+    async def _ask(self, scale: Scale, request: bytes) -> Any:
+        """One request, its first decoded answer. Raises ``OFFLINE``."""
+        if scale.writer is None:
+            await self._open(scale)
+        reader, writer, codec = scale.reader, scale.writer, scale.codec
+        assert reader is not None
+        assert writer is not None
+        assert codec is not None
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                writer.write(request)
+                await writer.drain()
+                while True:
+                    data = await reader.read(256)
+                    if not data:
+                        raise ConnectionError("the line closed")
+                    if events := codec.feed(data):
+                        return events[-1]
+        except (TimeoutError, OSError, ConnectionError) as exc:
+            self._close(scale)
+            raise RequestError(
+                "OFFLINE", f"scale {scale.settings.name} did not answer: {exc!r}", retryable=True
+            ) from None
+
+    async def aclose(self) -> None:
+        for scale in self.scales.values():
+            self._close(scale)
+
+    # -- the claim -------------------------------------------------------------------------
+
+    def _claim(self, scale: Scale, lane: str) -> None:
+        now = self._clock()
+        holder = scale.holder
+        if (
+            holder is not None
+            and holder != lane
+            and now - scale.used_at < scale.settings.claim_ttl_s
+        ):
+            raise RequestError(
+                "CLAIMED_BY_OTHER_LANE",
+                f"scale {scale.settings.name} is in use by lane {holder}",
+                retryable=True,
+                details={"holder": holder},
+            )
+        if holder != lane:
+            log.info("scales: %s claimed by lane %s", scale.settings.name, lane)
+        scale.holder, scale.used_at = lane, now
+
+    def release_lane(self, lane: str) -> None:
+        """The lane went offline (or released): its scales are free."""
+        for scale in self.scales.values():
+            if scale.holder == lane:
+                scale.holder = None
+                log.info("scales: %s released by lane %s", scale.settings.name, lane)
+
+    # -- commands --------------------------------------------------------------------------
+
+    def _scale(self, name: str) -> Scale:
+        scale = self.scales.get(name)
+        if scale is None:
+            raise RequestError(
+                "DEVICE_UNKNOWN", f"no scale {name!r}", retryable=False,
+                details={"known": sorted(self.scales)},
+            )  # fmt: skip
+        return scale
+
+    async def weigh(self, name: str, lane: str) -> Reading:
+        """A stable, usable weight, or a :class:`RequestError` saying why not."""
+        scale = self._scale(name)
+        self._claim(scale, lane)
+        async with scale.lock:
+            deadline = self._clock() + scale.settings.settle_s
+            while True:
+                answer = await self._ask(scale, scale.dialect.weigh)
+                reading = _as_reading(answer, scale.settings.unit)
+                if reading is not None and reading.over_capacity:
+                    raise _error("OVER_CAPACITY", "over the scale's capacity")
+                if reading is not None and reading.under_zero:
+                    raise _error("UNDER_ZERO", "the scale reads below zero")
+                if reading is not None and reading.usable:
+                    scale.used_at = self._clock()
+                    return reading
+                if self._clock() >= deadline:
+                    raise _error("WEIGHT_UNSTABLE", "the weight did not settle")
+                await asyncio.sleep(scale.settings.poll_s)
+
+    async def command(self, name: str, lane: str, which: str) -> None:
+        scale = self._scale(name)
+        request = scale.dialect.zero if which == "zero" else scale.dialect.tare
+        if request is None:
+            raise _error("NOT_SUPPORTED", f"{scale.settings.protocol} has no {which}")
+        self._claim(scale, lane)
+        async with scale.lock:
+            await self._ask(scale, request)
+
+    # -- MQTT ------------------------------------------------------------------------------
+
+    def register_rpc(self, router: RpcRouter) -> None:
+        router.register("lane", "scale.weigh", self._rpc_weigh)
+        router.register("lane", "scale.zero", self._rpc_zero)
+        router.register("lane", "scale.tare", self._rpc_tare)
+        router.register("lane", "scale.release", self._rpc_release)
+
+    async def _rpc_weigh(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
+        request = decode_data(data, WeighRequest)
+        assert ctx.lane is not None
+        reading = await self.weigh(request.device, ctx.lane)
+        return {"device": request.device, "weight": str(reading.weight), "unit": reading.unit,
+                "net": reading.net}  # fmt: skip
+
+    async def _rpc_zero(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
+        request = decode_data(data, WeighRequest)
+        assert ctx.lane is not None
+        await self.command(request.device, ctx.lane, "zero")
+        return {"device": request.device, "done": "zero"}
+
+    async def _rpc_tare(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
+        request = decode_data(data, WeighRequest)
+        assert ctx.lane is not None
+        await self.command(request.device, ctx.lane, "tare")
+        return {"device": request.device, "done": "tare"}
+
+    async def _rpc_release(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
+        request = decode_data(data, WeighRequest)
+        scale = self._scale(request.device)
+        assert ctx.lane is not None
+        if scale.holder == ctx.lane:
+            self.release_lane(ctx.lane)
+        return {"device": request.device, "released": True}
+
+
+def _error(code: str, message: str) -> RequestError:
+    return RequestError(code, message, retryable=DEVICE_ERROR_CODES[code][0])
+
+
+def _as_reading(answer: Any, unit: str) -> Reading | None:
+    """A codec's answer as a reading (None: a state that is no weight yet)."""
+    if isinstance(answer, Reading):
+        return answer
+    if isinstance(answer, ToledoStatus):
+        return Reading(
+            weight=Decimal(0), unit=unit, stable=not answer.in_motion,
+            over_capacity=answer.over_capacity, under_zero=answer.under_zero,
+        ) if (answer.in_motion or answer.over_capacity or answer.under_zero) else None  # fmt: skip
+    if isinstance(answer, MagellanState):
+        return None
+    return None

@@ -50,6 +50,7 @@ from edge.bus.client import Bus
 from edge.bus.errors import BusUnavailable, RequestError
 from edge.bus.rpc import RequestContext, RpcRouter, decode_data
 from edge.bus.topics import Topics
+from edge.relay.core import DeviceFlags, PublishedStatus, StatusDebouncer
 from edge.relay.printer import NetworkPrinter, PrinterError, PrinterState
 from edge.settings import DevicesSettings, PrinterSettings
 
@@ -105,22 +106,27 @@ def status_topic(topics: Topics, name: str) -> str:
 class Printer:
     settings: PrinterSettings
     driver: NetworkPrinter
+    debounced: StatusDebouncer
     state: PrinterState | None = None
     """The last status read (None: never answered)."""
-    online: bool = False
-    """Debounced: False only after ``misses_to_offline`` missed checks in a row."""
-    misses: int = 0
     since: float = 0.0
-    """When ``online`` last changed."""
+    """Wall-clock time ``online`` last changed (for the status document)."""
     last_error: str | None = None
     preview: bytes | None = None
     """PNG of the last test print."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
+    def online(self) -> bool:
+        """Debounced (edge.relay.core.StatusDebouncer): False only after several misses."""
+        status = self.debounced.status
+        return status is not None and status.online
+
+    @property
     def summary(self) -> str:
         if not self.online:
-            return "offline" if self.state is not None or self.misses else "not checked yet"
+            known = self.debounced.status is not None or self.debounced.misses
+            return "offline" if known else "not checked yet"
         return self.state.summary if self.state is not None else "online"
 
     def status_document(self) -> DeviceStatus:
@@ -153,7 +159,11 @@ class Printers:
         self._store_id = store_id
         self._clock = clock
         self.printers = {
-            p.name: Printer(p, NetworkPrinter(p.host, p.port, timeout_s=settings.timeout_s))
+            p.name: Printer(
+                p,
+                NetworkPrinter(p.host, p.port, timeout_s=settings.timeout_s),
+                StatusDebouncer(p.name, misses_to_offline=settings.misses_to_offline),
+            )
             for p in settings.printers
         }
         self._changed = asyncio.Event()
@@ -163,30 +173,34 @@ class Printers:
 
     async def check(self, printer: Printer) -> None:
         """One status check, debounced (module docstring)."""
+        name = printer.settings.name
+        was_online = printer.online
         async with printer.lock:
             try:
                 state = await printer.driver.status()
             except PrinterError as exc:
-                printer.misses += 1
                 printer.last_error = str(exc)
-                if printer.online and printer.misses >= self.settings.misses_to_offline:
-                    self._set_online(printer, False)
-                    log.warning("devices: printer %s offline: %s", printer.settings.name, exc)
+                self._publish(printer, printer.debounced.missed(time.monotonic()), was_online)
+                if was_online and not printer.online:
+                    log.warning("devices: printer %s offline: %s", name, exc)
                 return
-        printer.misses = 0
         printer.last_error = None
+        flags = DeviceFlags(state.paper_near_end, state.paper_out, state.cover_open)
         changed = state != printer.state
         printer.state = state
-        if not printer.online:
-            self._set_online(printer, True)
-            log.info("devices: printer %s online (%s)", printer.settings.name, state.summary)
+        self._publish(printer, printer.debounced.observe(True, time.monotonic(), flags), was_online)
+        if not was_online:
+            log.info("devices: printer %s online (%s)", name, state.summary)
         elif changed:
-            log.info("devices: printer %s: %s", printer.settings.name, state.summary)
-            self._changed.set()
+            log.info("devices: printer %s: %s", name, state.summary)
+            self._changed.set()  # e.g. an error flag the published flags do not carry
 
-    def _set_online(self, printer: Printer, online: bool) -> None:
-        printer.online = online
-        printer.since = self._clock()
+    def _publish(self, printer: Printer, status: PublishedStatus | None, was_online: bool) -> None:
+        """Note a change of the published status (None: nothing to publish)."""
+        if status is None:
+            return
+        if status.online != was_online or printer.since == 0.0:
+            printer.since = self._clock()
         self._changed.set()
 
     async def run(self) -> None:

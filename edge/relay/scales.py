@@ -15,9 +15,10 @@ reports a stable weight, up to ``settle_s``. Motion that does not settle is
 ``OVER_CAPACITY``, below zero ``UNDER_ZERO``; a scale that does not answer is ``OFFLINE``. A
 weight is never guessed.
 
-*The claim.* A scale serves one lane at a time: the first lane to weigh claims it; another
-lane gets ``CLAIMED_BY_OTHER_LANE`` until the holder releases it (``scale.release``), goes
-offline (its presence says so), or leaves it idle for ``claim_ttl_s``.
+*The claim* (:class:`edge.relay.core.ScaleClaim`). A scale serves one lane at a time: the
+first lane to weigh claims it; another lane gets ``CLAIMED_BY_OTHER_LANE`` until the holder
+releases it (``scale.release``), goes offline (its presence says so), or leaves it idle for
+``claim_ttl_s``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from devices.scale_magellan import MONITOR, MagellanParser, MagellanState
 from devices.scale_toledo import REQUEST_WEIGHT, TARE, ZERO, ToledoParser, ToledoStatus
 from edge.bus.errors import RequestError
 from edge.bus.rpc import RequestContext, RpcRouter, decode_data
-from edge.relay.core import DEVICE_ERROR_CODES
+from edge.relay.core import DEVICE_ERROR_CODES, DeviceError, ScaleClaim
 from edge.settings import DevicesSettings, ScaleSettings
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,11 @@ class WeighRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class Scale:
     settings: ScaleSettings
     dialect: Dialect
+    claim: ScaleClaim
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     codec: ScaleCodec | None = None
-    holder: str | None = None
-    """The lane holding the claim."""
-    used_at: float = 0.0
 
 
 class Scales:
@@ -90,7 +89,10 @@ class Scales:
     ) -> None:
         self.settings = settings
         self._clock = clock
-        self.scales = {s.name: Scale(s, PROTOCOLS[s.protocol]) for s in settings.scales}
+        self.scales = {
+            s.name: Scale(s, PROTOCOLS[s.protocol], ScaleClaim(s.name, claim_ttl=s.claim_ttl_s))
+            for s in settings.scales
+        }
 
     # -- the line --------------------------------------------------------------------------
 
@@ -143,28 +145,19 @@ class Scales:
     # -- the claim -------------------------------------------------------------------------
 
     def _claim(self, scale: Scale, lane: str) -> None:
-        now = self._clock()
-        holder = scale.holder
-        if (
-            holder is not None
-            and holder != lane
-            and now - scale.used_at < scale.settings.claim_ttl_s
-        ):
+        claimed = scale.claim.claim(lane, self._clock())
+        if isinstance(claimed, DeviceError):
             raise RequestError(
-                "CLAIMED_BY_OTHER_LANE",
-                f"scale {scale.settings.name} is in use by lane {holder}",
-                retryable=True,
-                details={"holder": holder},
-            )
-        if holder != lane:
+                claimed.code, claimed.message, retryable=claimed.retryable,
+                details=dict(claimed.details),
+            )  # fmt: skip
+        if claimed:
             log.info("scales: %s claimed by lane %s", scale.settings.name, lane)
-        scale.holder, scale.used_at = lane, now
 
     def release_lane(self, lane: str) -> None:
-        """The lane went offline (or released): its scales are free."""
+        """The lane went offline: its scales are free."""
         for scale in self.scales.values():
-            if scale.holder == lane:
-                scale.holder = None
+            if scale.claim.lane_disconnected(lane):
                 log.info("scales: %s released by lane %s", scale.settings.name, lane)
 
     # -- commands --------------------------------------------------------------------------
@@ -192,7 +185,7 @@ class Scales:
                 if reading is not None and reading.under_zero:
                     raise _error("UNDER_ZERO", "the scale reads below zero")
                 if reading is not None and reading.usable:
-                    scale.used_at = self._clock()
+                    scale.claim.touch(lane, self._clock())
                     return reading
                 if self._clock() >= deadline:
                     raise _error("WEIGHT_UNSTABLE", "the weight did not settle")
@@ -238,8 +231,8 @@ class Scales:
         request = decode_data(data, WeighRequest)
         scale = self._scale(request.device)
         assert ctx.lane is not None
-        if scale.holder == ctx.lane:
-            self.release_lane(ctx.lane)
+        if scale.claim.release(ctx.lane):
+            log.info("scales: %s released by lane %s", request.device, ctx.lane)
         return {"device": request.device, "released": True}
 
 

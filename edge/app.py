@@ -31,6 +31,7 @@ import msgspec
 from edge.broker import BrokerSupervisor
 from edge.bus import Bus, RequestContext, RpcRouter, Topics
 from edge.bus.client import Message
+from edge.bus.envelope import LaneStatus
 from edge.catalogue.service import CatalogueService
 from edge.catalogue.source import CatalogueSource, HqCatalogueSource
 from edge.catalogue.store import CatalogueStore
@@ -56,6 +57,8 @@ from edge.uplink.base import Connector
 from edge.uplink.hq_http import HqHttpConnector
 
 log = logging.getLogger(__name__)
+
+_lane_status = msgspec.json.Decoder(LaneStatus)
 
 
 def build_connector(settings: Settings) -> Connector | None:
@@ -342,7 +345,11 @@ class Hub:
     async def _on_lane_status(self, message: Message) -> None:
         lane_id = message.topic.split("/")[3]
         await self.lanes.on_presence(lane_id, message.payload)
-        if b'"offline"' in message.payload or not message.payload:
+        try:
+            gone = not message.payload or _lane_status.decode(message.payload).state == "offline"
+        except msgspec.DecodeError:
+            gone = False  # the registry logs a malformed presence
+        if gone:
             self.scales.release_lane(lane_id)  # a scale is never held by a lane that left
 
     async def _ping(self, ctx: RequestContext, data: msgspec.Raw) -> Any:

@@ -68,6 +68,7 @@ HQ_CODES: Final[dict[str, tuple[bool, str]]] = {
     "COMMAND_FAILED": (True, "The command ran and failed; a new version may retry it."),
     "APPLY_FAILED": (False, "A component refused the config; the previous one was restored."),
     "NOT_READY": (False, "The hub was not ready in time after applying; rolled back."),
+    "INTERNAL": (True, "An unexpected hub error, logged; HQ may send the document again."),
 }
 
 

@@ -6,8 +6,10 @@
     ├── Refused            a document from HQ is refused: a stable code (edge.hq.config.HQ_CODES),
     │                      the document's kind and version once it is known authentic, and for
     │                      INVALID_CONFIG the failing key. The hub acks it ``rejected``.
-    └── HqKeyError         the pinned HQ public key cannot be read (not retryable: fix the file;
-                           the message never quotes key material)
+    ├── HqKeyError         the pinned HQ public key cannot be read (not retryable: fix the file;
+    │                      the message never quotes key material)
+    └── HqStateError       (edge.hq.state) the state file exists but cannot be read: the link
+                           does not start rather than forget which versions it processed
 
 Nothing here is raised out of the link's message loop: a refusal becomes an acknowledgement.
 """

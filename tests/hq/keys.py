@@ -19,9 +19,10 @@ def signed(
     version: int = 1,
     target: str = "store:s1",
     payload: Any = None,
-    issued_at: dt.datetime = NOW,
+    issued_at: dt.datetime | None = None,
 ) -> bytes:
     if payload is None:
         payload = {} if kind == "config" else {"name": "telemetry.now"}
-    doc = make_document(kind, target=target, version=version, issued_at=issued_at, payload=payload)
+    when = issued_at or dt.datetime.now(dt.UTC)
+    doc = make_document(kind, target=target, version=version, issued_at=when, payload=payload)
     return sign_document(key, doc)

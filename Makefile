@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench schemas deps clean
+.PHONY: demo test lint typecheck pytest bench chaos schemas deps clean
 
 demo: deps
 	$(BIN)/edge demo
@@ -27,6 +27,12 @@ pytest: deps /usr/bin/chromium
 
 bench: deps
 	$(BIN)/python -m bench
+
+# Randomized faults, then the promise checked (docs/operations.md, "Chaos suite"). Longer:
+# make chaos CHAOS_ARGS="--duration 1800 --seed 7"
+CHAOS_ARGS ?=
+chaos: deps
+	$(BIN)/python -m edge.chaos --duration 120 --json test-artifacts/chaos/summary.json $(CHAOS_ARGS)
 
 schemas: deps
 	$(BIN)/python -m edge.schemas

@@ -28,10 +28,11 @@ from typing import Any
 
 import msgspec
 
-from edge.broker import BrokerSupervisor
+from edge.broker import BrokerSupervisor, LanSecurity
 from edge.bus import Bus, RequestContext, RpcRouter, Topics
 from edge.bus.client import Message
 from edge.bus.envelope import LaneStatus
+from edge.bus.takeover import take_over_session
 from edge.catalogue.service import CatalogueService
 from edge.catalogue.source import CatalogueSource, HqCatalogueSource
 from edge.catalogue.store import CatalogueStore
@@ -51,6 +52,10 @@ from edge.outbox.service import OutboxService
 from edge.outbox.store import OutboxStore
 from edge.relay.printers import Printers
 from edge.relay.scales import Scales
+from edge.security import api as enrollment_api
+from edge.security.enrollment import AttemptLimiter
+from edge.security.identity import HUB_USER, Identity, is_initialized
+from edge.security.service import Enrollment
 from edge.settings import Settings, SettingsError
 from edge.systemd import Notifier
 from edge.uplink.base import Connector
@@ -152,10 +157,36 @@ class Hub:
         )
         self.topics = Topics(settings.store_id)
         self.notifier = notifier or Notifier()
+        # The hub's identity (`edge init`) closes the LAN: mutual TLS on the broker's LAN
+        # listener and the HTTPS API, a password on the hub's own loopback account.
+        self.hub_identity: Identity | None = None
+        self.credentials: tuple[str, str] | None = None
+        lan_security: LanSecurity | None = None
+        if is_initialized(settings.state_dir):
+            self.hub_identity = Identity(settings.state_dir, self.topics)
+            self.credentials = (HUB_USER, self.hub_identity.hub_password)
+            i = self.hub_identity
+            lan_security = LanSecurity(
+                cafile=i.ca_path.resolve(),
+                certfile=i.server_cert_path.resolve(),
+                keyfile=i.server_key_path.resolve(),
+                crlfile=i.crl_path.resolve(),
+                acl_file=i.acl_path.resolve(),
+                password_file=i.passwd_path.resolve(),
+            )
+        else:
+            log.warning(
+                "hub: no identity in %s (run `edge init --store ID`): the broker's LAN "
+                "listener accepts any client",
+                settings.state_dir,
+            )
         self.broker: BrokerSupervisor | None = None
         if settings.broker.mode == "managed":
             self.broker = BrokerSupervisor(
-                settings.broker, state_dir=settings.state_dir, metrics=self.metrics
+                settings.broker,
+                state_dir=settings.state_dir,
+                metrics=self.metrics,
+                security=lan_security,
             )
         self.bus = Bus(
             host=settings.broker.host,
@@ -166,6 +197,7 @@ class Hub:
             version=self.version,
             settings=settings.bus,
             metrics=self.metrics,
+            credentials=self.credentials,
         )
         self.rpc = RpcRouter(
             bus=self.bus, topics=self.topics, settings=settings.bus, metrics=self.metrics
@@ -237,7 +269,13 @@ class Hub:
                     hub_id=settings.hub_id,
                     address=d.advertise_address or d.interfaces[0],
                     mqtt_port=settings.broker.lan_port,
-                    api_port=settings.http.port,
+                    # Secured (`edge init`): the LAN listener is mutual TLS and the API is the
+                    # HTTPS listener; a device checks the CA against this fingerprint.
+                    api_port=settings.security.https_port
+                    if self.hub_identity
+                    else settings.http.port,
+                    tls_port=settings.broker.lan_port if self.hub_identity else None,
+                    ca_fingerprint=self.hub_identity.ca_fingerprint if self.hub_identity else None,
                 ),
                 on_found=self._on_announcement,
             )
@@ -257,11 +295,40 @@ class Hub:
             logs=self.recent_logs,
             printers=self.printers if self.printers.printers else None,
         )
-        # TLS with the hub's certificate comes with the hub identity (issue 7); until then the
-        # console is for the back office's own LAN (http.host) and cookies are not Secure.
+        # With a hub identity the console is also served over HTTPS on the store LAN (below);
+        # the loopback listener stays plain HTTP for the CLI, so cookies cannot be Secure-only.
         setup_auth(http_app, Accounts.load(settings.console_accounts_path), secure_cookies=False)
         add_console(http_app, self.console)
-        self.http = HttpServer(http_app, settings.http.host, settings.http.port)
+        self.enrollment: Enrollment | None = None
+        tls = None
+        if self.hub_identity is not None:
+            sec = settings.security
+            self.enrollment = Enrollment(
+                self.hub_identity,
+                hub_id=settings.hub_id,
+                cert_days=sec.cert_days,
+                code_ttl_s=sec.code_ttl_s,
+                limiter=AttemptLimiter(
+                    per_client=sec.attempts_per_client,
+                    overall=sec.attempts_overall,
+                    window_s=sec.attempts_window_s,
+                ),
+                reload_broker=self._reload_broker,
+                kick=self._kick,
+                server_renew_before=dt.timedelta(days=sec.server_renew_before_days),
+            )
+            enrollment_api.add_routes(http_app, self.enrollment, settings.broker.lan_port)
+            http_app.middlewares.append(
+                enrollment_api.lan_gate(self.enrollment.device_certificate_valid)
+            )
+            i = self.hub_identity
+            self.tls_context = enrollment_api.server_context(
+                str(i.server_cert_path), str(i.server_key_path), str(i.ca_path)
+            )
+            tls = (sec.https_host or settings.broker.lan_bind, sec.https_port, self.tls_context)
+            self.console.enrollment = self.enrollment
+            self.console.lan_url = f"https://{tls[0]}:{tls[1]}"
+        self.http = HttpServer(http_app, settings.http.host, settings.http.port, tls=tls)
         self.started_at = time.monotonic()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Future[None]] = set()
@@ -391,8 +458,12 @@ class Hub:
                         started.append(tg.create_task(outbox.sender.run(), name="outbox-sender"))
                     started.append(tg.create_task(self.catalogue.run(), name="catalogue"))
                     started.append(tg.create_task(self.printers.run(), name="printers"))
+                    if self.enrollment is not None:
+                        started.append(tg.create_task(self._maintain_identity(), name="identity"))
                     await self.http.start()
                     log.info("hub: http on %s", self.http.url)
+                    if self.http.tls_url:
+                        log.info("hub: https for the store LAN on %s", self.http.tls_url)
                     if self.discovery is not None:
                         started.append(tg.create_task(self.discovery.run(), name="discovery"))
                     await self._unless_stopped(self.bus.wait_connected())
@@ -441,6 +512,32 @@ class Hub:
                 work.exception()  # retrieved: the TaskGroup reports the failing component
         if not work.cancelled():
             work.result()
+
+    def _reload_broker(self) -> None:
+        if self.broker is not None:
+            self.broker.reload()
+        if self.hub_identity is not None:
+            # New handshakes on the HTTPS listener use a renewed server certificate at once.
+            i = self.hub_identity
+            self.tls_context.load_cert_chain(str(i.server_cert_path), str(i.server_key_path))
+
+    async def _kick(self, device: str) -> None:
+        """Close a revoked device's live MQTT connection (session takeover by client id)."""
+        try:
+            await take_over_session(
+                self.settings.broker.host, self.settings.broker.port, device, self.credentials
+            )
+        except Exception as exc:  # the revocation stands: the CRL refuses its next connect
+            log.warning("enrollment: could not close %s's connection: %s", device, exc)
+
+    async def _maintain_identity(self) -> None:
+        assert self.enrollment is not None
+        while True:
+            try:
+                await self.enrollment.maintain()
+            except Exception:
+                log.exception("enrollment: certificate maintenance failed; retrying later")
+            await asyncio.sleep(self.settings.security.maintain_every_s)
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval_s

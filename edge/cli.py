@@ -107,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_console_parser(sub)
 
+    from edge.device_cli import add_parsers as add_device_parsers
+
+    add_device_parsers(sub)
+
     netsuite = sub.add_parser("netsuite", help="NetSuite tools")
     ns_sub = netsuite.add_subparsers(dest="netsuite_command", required=True)
     sign = ns_sub.add_parser(
@@ -168,6 +172,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge.console_cli import run_console_command
 
         return run_console_command(settings, args)
+    if args.command == "init":
+        from edge.device_cli import run_init
+
+        return run_init(settings, args)
+    if args.command == "device":
+        from edge.device_cli import run_device_command
+
+        sec = settings.security
+        https = f"https://{sec.https_host or settings.broker.lan_bind}:{sec.https_port}"
+        return run_device_command(_hub_url(settings, args.url), https, args)
     if args.command == "catalogue":
         from edge.catalogue_cli import run_catalogue_command
 

@@ -29,6 +29,7 @@ from edge.outbox.validate import VALIDATION_ERROR_CODES
 from edge.relay.core import DEVICE_ERROR_CODES
 from edge.relay.printers import DeviceStatus, DrawerRequest, PrintRequest
 from edge.relay.scales import WeighRequest
+from edge.security.api import EnrollRequest, EnrollResponse
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 
@@ -59,6 +60,17 @@ def all_schemas() -> dict[str, dict[str, Any]]:
             HubStatus, "Hub presence", "Retained on store/{store}/hub/status."
         ),
         "transaction.json": transaction_json_schema(),
+        "enroll-request.json": _schema(
+            EnrollRequest,
+            "Enrollment request",
+            "POST /api/v1/enroll over TLS: the technician's code and the device's CSR.",
+        ),
+        "enroll-response.json": _schema(
+            EnrollResponse,
+            "Enrollment answer",
+            "The device's certificate, the hub CA and the broker's mutual-TLS port "
+            "(also the answer of POST /api/v1/enroll/renew).",
+        ),
         "device-status.json": _schema(
             DeviceStatus,
             "Device status",

@@ -259,6 +259,27 @@ class HttpSettings(_Section):
     port: int = 8780
 
 
+class SecuritySettings(_Section):
+    """Device enrollment and the LAN's mutual TLS (active once ``edge init`` has created the
+    hub's identity in the state directory)."""
+
+    https_host: str = ""
+    """Address of the HTTPS listener for the store LAN (enrollment, register feed, console);
+    empty: the broker's ``lan_bind``."""
+    https_port: int = 8743
+    cert_days: int = 90
+    """Lifetime of a device certificate; devices renew before it ends (docs/protocol.md)."""
+    code_ttl_s: float = 900.0
+    """How long an enrollment code stays usable (15 minutes)."""
+    attempts_per_client: int = 5
+    attempts_overall: int = 20
+    attempts_window_s: float = 300.0
+    """Wrong codes allowed per client address / for the whole hub within the window."""
+    maintain_every_s: float = 3600.0
+    """How often the CRL and the hub's server certificate are checked and renewed when due."""
+    server_renew_before_days: float = 30.0
+
+
 class ShutdownSettings(_Section):
     grace_s: float = 10.0
     """Bound on a graceful stop: in-flight requests get this long to finish."""
@@ -282,6 +303,7 @@ class Settings(_Section):
     lanes: LanesSettings = msgspec.field(default_factory=LanesSettings)
     discovery: DiscoverySettings = msgspec.field(default_factory=DiscoverySettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
     shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
 
@@ -418,6 +440,8 @@ def _check(s: Settings, source: str) -> None:
     for key, port in (("broker.port", s.broker.port), ("broker.lan_port", s.broker.lan_port)):
         if not 0 < port < 65536:
             raise bad(key, f"{port} is not a TCP port (1-65535)")
+    if not 0 <= s.security.https_port < 65536:
+        raise bad("security.https_port", f"{s.security.https_port} is not a TCP port")
     if not 0 <= s.http.port < 65536:
         raise bad("http.port", f"{s.http.port} is not a TCP port (0: any free port)")
     if s.broker.mode == "managed" and s.broker.port == s.broker.lan_port:
@@ -430,6 +454,10 @@ def _check(s: Settings, source: str) -> None:
         "shutdown.grace_s": s.shutdown.grace_s,
         "lanes.heartbeat_timeout_s": s.lanes.heartbeat_timeout_s,
         "lanes.tick_s": s.lanes.tick_s,
+        "security.code_ttl_s": s.security.code_ttl_s,
+        "security.attempts_window_s": s.security.attempts_window_s,
+        "security.maintain_every_s": s.security.maintain_every_s,
+        "security.cert_days": s.security.cert_days,
     }
     for key, limit in positive.items():
         if limit <= 0:

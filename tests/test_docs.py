@@ -39,6 +39,8 @@ def test_protocol_examples_are_valid_messages() -> None:
         "txn_id": "transaction.json",
         "id": "request.json",
         "epoch": "catalogue-version.json",
+        "certificate": "enroll-response.json",
+        "csr": "enroll-request.json",
         "device": "device-status.json",
     }
     checked = 0

@@ -1,6 +1,6 @@
 """The local Mosquitto broker: config rendering and supervision (managed mode)."""
 
-from edge.broker.config import render_config
+from edge.broker.config import LanSecurity, render_config
 from edge.broker.supervisor import (
     BrokerError,
     BrokerNotInstalled,
@@ -15,6 +15,7 @@ __all__ = [
     "BrokerNotInstalled",
     "BrokerStartFailed",
     "BrokerSupervisor",
+    "LanSecurity",
     "find_mosquitto",
     "render_config",
     "wait_for_port",

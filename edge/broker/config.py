@@ -12,16 +12,46 @@ Pure: settings in, text out. Why each line is there:
 - ``log_dest stdout``: the hub relays the broker's log into its own.
 - ``user``: Mosquitto started as root drops to the ``mosquitto`` user, which could not write the
   hub's state directory; run it as the hub's own user instead.
+
+Once the hub has an identity (``edge init``), :class:`LanSecurity` closes the broker:
+
+- no anonymous access anywhere; the hub's loopback account is the only entry in the
+  ``password_file``;
+- the LAN listener requires a client certificate from the hub CA (``require_certificate``), the
+  certificate's CN is the MQTT username (``use_identity_as_username``) and the client id
+  (``use_username_as_clientid``: no device can take over another's session), and revoked
+  certificates are refused at the handshake (``crlfile``);
+- the ``acl_file`` gives each device its own topics only (edge/security/enrollment.py).
+
+Mosquitto re-reads the ACL, the password file, the CRL and the certificates on SIGHUP without
+dropping a connection: the hub reloads it after every enrollment, revocation and renewal.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge.settings import BrokerSettings
 
 
-def render_config(settings: BrokerSettings, *, persistence_dir: Path, run_as_user: str) -> str:
+@dataclass(frozen=True)
+class LanSecurity:
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    crlfile: Path
+    acl_file: Path
+    password_file: Path
+
+
+def render_config(
+    settings: BrokerSettings,
+    *,
+    persistence_dir: Path,
+    run_as_user: str,
+    security: LanSecurity | None = None,
+) -> str:
     lines = [
         "# Rendered by edge (edge/broker/config.py) at every start. Do not edit:",
         "# change the hub's settings instead.",
@@ -43,15 +73,37 @@ def render_config(settings: BrokerSettings, *, persistence_dir: Path, run_as_use
         "max_inflight_messages 100",
         f"max_packet_size {settings.max_packet_bytes}",
         f"persistent_client_expiration {settings.persistent_client_expiration}",
-        "# The LAN listener gets mutual TLS with the hub CA when devices are enrolled;",
-        "# until then access is by network placement (loopback by default).",
-        "allow_anonymous true",
+    ]
+    if security is None:
+        lines += [
+            "# No hub identity yet (`edge init`): access is by network placement only.",
+            "allow_anonymous true",
+            "",
+            "# The hub's own loopback listener.",
+            f"listener {settings.port} 127.0.0.1",
+            "",
+            "# Registers and peripherals.",
+            f"listener {settings.lan_port} {settings.lan_bind}",
+            "",
+        ]
+        return "\n".join(lines)
+    lines += [
+        "allow_anonymous false",
+        f"password_file {security.password_file}",
+        f"acl_file {security.acl_file}",
         "",
-        "# The hub's own loopback listener.",
+        "# The hub's own loopback listener (its account is in the password file).",
         f"listener {settings.port} 127.0.0.1",
         "",
-        "# Registers and peripherals.",
+        "# Registers and peripherals: mutual TLS with certificates from the hub CA.",
         f"listener {settings.lan_port} {settings.lan_bind}",
+        f"cafile {security.cafile}",
+        f"certfile {security.certfile}",
+        f"keyfile {security.keyfile}",
+        f"crlfile {security.crlfile}",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "use_username_as_clientid true",
         "",
     ]
     return "\n".join(lines)

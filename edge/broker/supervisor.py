@@ -34,7 +34,7 @@ import signal
 import time
 from pathlib import Path
 
-from edge.broker.config import render_config
+from edge.broker.config import LanSecurity, render_config
 from edge.metrics import Metrics
 from edge.settings import BrokerSettings
 
@@ -96,8 +96,10 @@ class BrokerSupervisor:
         state_dir: Path,
         metrics: Metrics,
         rng: random.Random | None = None,
+        security: LanSecurity | None = None,
     ) -> None:
         self._settings = settings
+        self._security = security
         self._dir = state_dir / "broker"
         self._metrics = metrics
         self._rng = rng or random.Random()
@@ -127,6 +129,19 @@ class BrokerSupervisor:
         """Wait until the broker accepts connections (again, after a restart)."""
         async with asyncio.timeout(timeout):
             await self._ready.wait()
+
+    def reload(self) -> bool:
+        """SIGHUP: Mosquitto re-reads its ACL, password file, CRL and certificates without
+        dropping a connection. False if it is not running (it reads them when it starts)."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return False
+        try:
+            process.send_signal(signal.SIGHUP)
+        except ProcessLookupError:
+            return False
+        log.info("broker: reloaded (access rules, revocations, certificates)")
+        return True
 
     async def run(self) -> None:
         try:
@@ -162,7 +177,10 @@ class BrokerSupervisor:
     def _write_config(self) -> None:
         self._dir.mkdir(parents=True, exist_ok=True)
         text = render_config(
-            self._settings, persistence_dir=self._dir.resolve(), run_as_user=getpass.getuser()
+            self._settings,
+            persistence_dir=self._dir.resolve(),
+            run_as_user=getpass.getuser(),
+            security=self._security,
         )
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(text)

@@ -79,7 +79,9 @@ class Bus:
         settings: BusSettings,
         metrics: Metrics,
         rng: random.Random | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
+        self._credentials = credentials
         self._host = host
         self._port = port
         self._client_id = client_id
@@ -224,6 +226,8 @@ class Bus:
             self._host,
             self._port,
             identifier=self._client_id,
+            username=self._credentials[0] if self._credentials else None,
+            password=self._credentials[1] if self._credentials else None,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
             properties=connect_props,

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Self
@@ -38,6 +39,8 @@ class Requester:
         reply_topic: str,
         will: tuple[str, bytes] | None = None,
         keepalive: int = 15,
+        tls: ssl.SSLContext | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.client_id = client_id
         self.reply_topic = reply_topic
@@ -45,6 +48,9 @@ class Requester:
             host,
             port,
             identifier=client_id,
+            username=credentials[0] if credentials else None,
+            password=credentials[1] if credentials else None,
+            tls_context=tls,
             protocol=aiomqtt.ProtocolVersion.V5,
             keepalive=keepalive,
             max_inflight_messages=256,

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -72,11 +73,21 @@ def build_app(source: HealthSource) -> web.Application:
 class HttpServer:
     """Starts and stops the aiohttp app on host:port (port 0: ephemeral, see ``url``)."""
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        *,
+        tls: tuple[str, int, ssl.SSLContext] | None = None,
+    ) -> None:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self._host = host
         self._port = port
+        self._tls = tls
         self.url = ""
+        self.tls_url = ""
+        """The HTTPS listener for the store LAN (hub identity present), else empty."""
 
     async def start(self) -> None:
         await self._runner.setup()
@@ -84,6 +95,14 @@ class HttpServer:
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
+        if self._tls is not None:
+            tls_host, tls_port, context = self._tls
+            tls_site = web.TCPSite(
+                self._runner, tls_host, tls_port, ssl_context=context, reuse_address=True
+            )
+            await tls_site.start()
+            host, port = self._runner.addresses[-1][:2]
+            self.tls_url = f"https://{host}:{port}"
 
     async def stop(self) -> None:
         await self._runner.cleanup()

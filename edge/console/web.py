@@ -40,6 +40,9 @@ from edge.outbox.service import OutboxService
 from edge.outbox.store import UnknownItem
 from edge.relay.printer import PrinterError
 from edge.relay.printers import Printers
+from edge.security.pki import ROLES
+from edge.security.qr import enroll_uri, qr_svg
+from edge.security.service import Enrollment
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,10 @@ class ConsoleSource:
     logs: RecentLogs
     printers: Printers | None = None
     """The shared printers (None: none configured)."""
+    enrollment: Enrollment | None = None
+    """Device enrollment (None: the hub has no identity yet, `edge init`)."""
+    lan_url: str = ""
+    """The hub's HTTPS address on the store LAN, which the enrollment QR code carries."""
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the server shuts down: event streams end at once."""
 
@@ -264,6 +271,48 @@ async def preview_image(request: web.Request) -> web.Response:
     )
 
 
+async def _enroll_view(request: web.Request, created: dict[str, str] | None) -> web.Response:
+    enrollment = request.app[SOURCE].enrollment
+    devices = await asyncio.to_thread(enrollment.identity.devices) if enrollment else []
+    rows = [{**d.as_dict(), "not_after_text": _when(d.not_after)} for d in devices]
+    return _render(request, "enroll.html", _context(
+        request, "Enrollment", "/enroll", enabled=enrollment is not None, devices=rows,
+        created=created, roles=ROLES,
+        fingerprint=enrollment.identity.ca_fingerprint if enrollment else "",
+    ))  # fmt: skip
+
+
+async def enroll_page(request: web.Request) -> web.Response:
+    return await _enroll_view(request, None)
+
+
+async def enroll_create(request: web.Request) -> web.Response:
+    enrollment = request.app[SOURCE].enrollment
+    if enrollment is None:
+        raise _back("/enroll", "the hub has no identity yet: run `edge init` first")
+    form = await request.post()
+    name, role, lane = (str(form.get(k, "")).strip() for k in ("name", "role", "lane"))
+    try:
+        created = await enrollment.create_code(name, role, lane)
+    except ValueError as exc:
+        raise _back("/enroll", f"no code created: {exc}") from None
+    log.info("console: %s created an enrollment code for %s", request.get(ACCOUNT), name)
+    uri = enroll_uri(created.code, enrollment.identity.ca_fingerprint, request.app[SOURCE].lan_url)
+    return await _enroll_view(request, {
+        "name": created.name, "role": created.role, "code": created.code,
+        "expires": _when(created.expires_at), "uri": uri, "qr": qr_svg(uri),
+    })  # fmt: skip
+
+
+async def enroll_revoke(request: web.Request) -> web.Response:
+    enrollment = request.app[SOURCE].enrollment
+    name = request.match_info["name"]
+    if enrollment is None or not await enrollment.revoke(name):
+        raise _back("/enroll", f"{name}: nothing to revoke")
+    log.warning("console: %s revoked %s", request.get(ACCOUNT), name)
+    raise _back("/enroll", f"{name} revoked: its connection is closed")
+
+
 async def catalogue_page(request: web.Request) -> web.Response:
     status = await request.app[SOURCE].catalogue.status()
     context = _context(request, "Catalogue", "/catalogue", c=status)
@@ -342,6 +391,9 @@ def add_console(app: web.Application, source: ConsoleSource) -> None:
     app.router.add_get("/outbox", outbox_page)
     app.router.add_post("/outbox/items/{key}/{action:retry|park}", outbox_action)
     app.router.add_post("/outbox/retry-parked", outbox_retry_parked)
+    app.router.add_get("/enroll", enroll_page)
+    app.router.add_post("/enroll", enroll_create)
+    app.router.add_post("/enroll/{name}/revoke", enroll_revoke)
     app.router.add_get("/catalogue", catalogue_page)
     app.router.add_post("/catalogue/sync", catalogue_sync)
     app.router.add_get("/logs", logs_page)

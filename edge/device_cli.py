@@ -1,0 +1,156 @@
+"""`edge init` and `edge device add|list|revoke`: the hub's identity and its devices.
+
+``edge init`` works on the state directory directly (the hub reads the identity when it starts:
+restart it afterwards). ``edge device`` talks to the running hub over its loopback API, so a
+code, an enrollment and a revocation go through one place that also reloads the broker.
+
+Exit codes as in edge.cli: 0 ok, 1 problem (unknown device), 2 usage, 3 hub unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edge.api_client import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, Unreachable, call, when
+from edge.security.identity import IdentityError, initialize
+from edge.security.pki import ROLES
+from edge.security.qr import enroll_uri, qr_ascii
+from edge.settings import Settings
+
+
+def add_parsers(sub: Any) -> None:
+    init = sub.add_parser("init", help="create the hub's identity: CA, server certificate, keys")
+    init.add_argument("--store", required=True, help="store id (must match the settings)")
+    init.add_argument("--hub", default=None, help="hub id (default: the settings' hub_id)")
+    init.add_argument("--name", action="append", default=[], help="DNS name of the hub (repeat)")
+    init.add_argument("--ip", action="append", default=[], help="LAN address of the hub (repeat)")
+    init.add_argument("--hq-key", type=Path, default=None, help="HQ's Ed25519 public key to pin")
+    init.add_argument("--force", action="store_true", help="replace an existing CA")
+    init.add_argument("--json", action="store_true")
+
+    device = sub.add_parser("device", help="enroll and revoke registers and peripherals")
+    device.add_argument("--url", default=None, help="hub API (default: from the settings)")
+    device_sub = device.add_subparsers(dest="device_command", required=True)
+    add = device_sub.add_parser("add", help="create a one-time enrollment code for a device")
+    add.add_argument("name")
+    add.add_argument("--role", choices=ROLES, required=True)
+    add.add_argument("--lane", default="", help="lane id of a register (default: its name)")
+    add.add_argument("--json", action="store_true")
+    listing = device_sub.add_parser("list", help="devices and their certificates")
+    listing.add_argument("--json", action="store_true")
+    revoke = device_sub.add_parser("revoke", help="revoke a device at once")
+    revoke.add_argument("name")
+    revoke.add_argument("--json", action="store_true")
+
+
+def run_init(settings: Settings, args: argparse.Namespace) -> int:
+    if args.store != settings.store_id:
+        print(
+            f"edge: --store {args.store} differs from the settings' store_id "
+            f"{settings.store_id}: set store_id first (it names the MQTT topics)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    hq_key = args.hq_key.read_bytes() if args.hq_key else None
+    try:
+        identity = initialize(
+            settings.state_dir,
+            store_id=settings.store_id,
+            hub_id=args.hub or settings.hub_id,
+            names=args.name,
+            addresses=args.ip,
+            hq_public_key=hq_key,
+            now=dt.datetime.now(dt.UTC),
+            force=args.force,
+        )
+    except IdentityError as exc:
+        print(f"edge: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except ValueError as exc:  # a malformed --ip
+        print(f"edge: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    result = {
+        "state_dir": str(settings.state_dir),
+        "ca_fingerprint": identity.ca_fingerprint,
+        "hq_key_pinned": hq_key is not None,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"hub identity created in {identity.root}")
+        print(f"CA fingerprint: {identity.ca_fingerprint}")
+        print("restart the hub: the LAN now needs enrolled devices (edge device add NAME)")
+    return EXIT_OK
+
+
+def run_device_command(base_url: str, https_url: str, args: argparse.Namespace) -> int:
+    command = args.device_command
+    try:
+        if command == "add":
+            status, body = call(
+                f"{base_url}/api/v1/devices",
+                10,
+                {"name": args.name, "role": args.role, "lane": args.lane},
+            )
+            if status != 201:
+                return _failed(status, body)
+            _, ca = call(f"{base_url}/api/v1/enroll/ca", 10)
+            body["ca_fingerprint"] = ca["fingerprint"]
+            body["uri"] = enroll_uri(body["code"], ca["fingerprint"], https_url)
+            if args.json:
+                print(json.dumps(body))
+                return EXIT_OK
+            expires = when(body["expires_at"])
+            print(qr_ascii(body["uri"]))
+            print(f"enrollment code for {body['device']} ({body['role']}): {body['code']}")
+            print(f"single use, valid until {expires}; hub {https_url}, CA {ca['fingerprint']}")
+            return EXIT_OK
+        if command == "list":
+            status, body = call(f"{base_url}/api/v1/devices", 10)
+            if status != 200:
+                return _failed(status, body)
+            if args.json:
+                print(json.dumps(body))
+                return EXIT_OK
+            table = Table("device", "role", "lane", "state", "enrolled", "certificate until")
+            for d in body["devices"]:
+                table.add_row(
+                    d["name"],
+                    d["role"],
+                    d["lane"] or "-",
+                    d["state"],
+                    when(d["enrolled_at"]),
+                    when(d["not_after"]),
+                )
+            Console().print(table)
+            return EXIT_OK
+        status, body = call(f"{base_url}/api/v1/devices/{args.name}/revoke", 10, {})
+        if status != 200:
+            return _failed(status, body)
+        if args.json:
+            print(json.dumps(body))
+        else:
+            print(f"{args.name} revoked: its connection is closed and its certificate refused")
+        return EXIT_OK
+    except Unreachable as exc:
+        print(f"edge: hub not reachable at {base_url}: {exc}", file=sys.stderr)
+        return 3
+
+
+def _failed(status: int, body: dict[str, Any]) -> int:
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    if error.get("code") == "HTTP_404":
+        error = {
+            "code": "NOT_INITIALIZED",
+            "message": "the hub has no identity: run `edge init --store ID` and restart the hub",
+        }
+    print(f"edge: {error.get('code', status)}: {error.get('message', '')}", file=sys.stderr)
+    return EXIT_USAGE if status == 400 else EXIT_PROBLEM

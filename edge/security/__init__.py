@@ -1,0 +1,1 @@
+"""The hub's identity, device enrollment and the LAN's access rules (issue 7)."""

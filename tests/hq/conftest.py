@@ -189,7 +189,12 @@ def snapshot(**changes: Any) -> Snapshot:
 
 @contextlib.asynccontextmanager
 async def running_link(
-    settings: HqSettings, state_dir: Path, pinned: Path, **kwargs: Any
+    settings: HqSettings,
+    state_dir: Path,
+    pinned: Path,
+    *,
+    connect_timeout: float = 10.0,
+    **kwargs: Any,
 ) -> AsyncIterator[HqLink]:
     """An HqLink running until the block ends, connected before it starts."""
     kwargs.setdefault("ready", lambda: True)
@@ -210,15 +215,15 @@ async def running_link(
         **kwargs,
     )
     task = asyncio.create_task(link.run(), name="hq-link")
+    connected = asyncio.ensure_future(link.wait_connected(connect_timeout))
     try:
-        done, _ = await asyncio.wait(
-            [task, asyncio.ensure_future(link.wait_connected(10))],
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        done, _ = await asyncio.wait([task, connected], return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()
+        connected.result()  # TimeoutError when the link did not connect in time
         yield link
     finally:
+        connected.cancel()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

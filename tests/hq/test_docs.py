@@ -25,3 +25,13 @@ def test_the_hq_code_table_matches_the_code() -> None:
     block = text.split("<!-- hq-codes:start -->")[1].split("<!-- hq-codes:end -->")[0]
     rows = re.findall(r"^\| `([A-Z_]+)` \| (yes|no) \| (.+?) \|$", block, re.M)
     assert {code: (retry == "yes", meaning) for code, retry, meaning in rows} == HQ_CODES
+
+
+def test_hq_settings_import_nothing_that_imports_edge_settings() -> None:
+    """edge.settings embeds HqSettings: an import of edge.bus from edge.hq.settings would be
+    circular (edge.bus.client imports BusSettings) and break every entry point."""
+    import subprocess
+    import sys
+
+    code = "import edge.hq.settings, sys; assert 'edge.settings' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -34,7 +34,11 @@ class CommandFailed(Exception):
     """The command ran and did not succeed (acked ``rejected`` / ``COMMAND_FAILED``)."""
 
 
-def catalogue_sync(catalogue: Syncable, *, timeout_s: float = 300.0) -> CommandHandler:
+def catalogue_sync(catalogue: Syncable, *, timeout_s: float = 60.0) -> CommandHandler:
+    """Register it only when the catalogue has a source: without one no sync ever runs and
+    the command would wait its whole ``timeout_s`` (documents are handled one at a time, so
+    everything behind it would wait too)."""
+
     async def run(args: dict[str, Any]) -> dict[str, Any]:
         async with asyncio.timeout(timeout_s):
             result = await catalogue.request_sync()

@@ -207,6 +207,10 @@ def test_alerts_say_what_to_do_most_severe_first() -> None:
         "REGISTERS_NOT_FOLLOWING",
     }
     assert "OUTBOX_SLOW" not in codes, "a WAN outage explains the wait"
+    # While a probe is in flight (half-open) the WAN is still down: no blinking alert.
+    probing = store_alerts({**outbox, "breaker": {"state": "half_open"}}, {"online": 3}, None)
+    assert "WAN_DOWN" in [a.code for a in probing]
+    assert "OUTBOX_SLOW" not in [a.code for a in probing]
     quiet = store_alerts(
         {"pending": 0, "parked": 0, "breaker": {"state": "closed"}}, {"online": 8}, None
     )

@@ -72,7 +72,9 @@ def _outbox_alerts(outbox: Mapping[str, Any]) -> list[Alert]:
     found: list[Alert] = []
     breaker = outbox.get("breaker", {}).get("state")
     pending = int(outbox.get("pending", 0))
-    if breaker == "open":
+    # Half-open (a probe in flight) is still the outage: the alert must not blink off.
+    down = breaker in ("open", "half_open")
+    if down:
         found.append(
             Alert(
                 "warning",
@@ -82,7 +84,7 @@ def _outbox_alerts(outbox: Mapping[str, Any]) -> list[Alert]:
             )
         )
     oldest = outbox.get("oldest_pending_age_s")
-    if breaker != "open" and oldest is not None and oldest > OLDEST_PENDING_WARN_S:
+    if not down and oldest is not None and oldest > OLDEST_PENDING_WARN_S:
         found.append(
             Alert(
                 "warning",

@@ -92,7 +92,9 @@ def _wan(outbox: dict[str, Any] | None) -> str:
     if outbox is None:
         return "n/a"
     state = outbox.get("breaker", {}).get("state", "n/a")
-    return {"closed": "up", "open": "DOWN", "half_open": "probing"}.get(state, "n/a")
+    # Half-open is still an outage until a probe gets through: the tile must not flicker
+    # between DOWN and something that reads like "better" while the WAN is down.
+    return {"closed": "up", "open": "DOWN", "half_open": "DOWN (probing)"}.get(state, "n/a")
 
 
 async def figures(source: ConsoleSource) -> dict[str, Any]:

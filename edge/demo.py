@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import random
 import secrets
@@ -53,8 +54,10 @@ import msgspec
 from edge.app import Hub
 from edge.console.auth import Accounts
 from edge.lanes.lifecycle import LaneState
+from edge.security.identity import initialize, is_initialized
 from edge.settings import PrinterSettings, Settings, load_settings
 from edge.sim.catalogue_follower import FeedFollower, FeedRefused, hub_records
+from edge.sim.enroll_client import DeviceCredentials, enroll
 from edge.sim.hq_api import HqApiSimulator, run_hq_api
 from edge.sim.hq_catalogue import DEFAULT_TOKEN, HqCatalogueSimulator, run_hq_catalogue
 from edge.sim.netsuite.auth import TbaCredential
@@ -341,6 +344,17 @@ class Demo:
             )
             self._printer = printer
             password = demo_login(settings)
+            if not is_initialized(settings.state_dir):
+                # As `edge init` on an appliance: the store's CA; the lanes enroll below.
+                initialize(
+                    settings.state_dir,
+                    store_id=settings.store_id,
+                    hub_id=settings.hub_id,
+                    names=[],
+                    addresses=[settings.broker.lan_bind],
+                    hq_public_key=None,
+                    now=dt.datetime.now(dt.UTC),
+                )
             hub = Hub(settings)
             hub_task = asyncio.create_task(hub.run(handle_signals=False), name="hub")
             try:
@@ -357,23 +371,43 @@ class Demo:
                 hub.request_stop()
                 await hub_task
 
+    async def _enroll(self, hub: Hub, lane_ids: list[str]) -> dict[str, DeviceCredentials]:
+        """Each lane enrolls as a technician would have it: a one-time code, typed on the
+        register, exchanged over HTTPS for a certificate (the hub checked by its CA)."""
+        assert hub.enrollment is not None
+        fingerprint = hub.enrollment.identity.ca_fingerprint
+        enrolled: dict[str, DeviceCredentials] = {}
+        for lane_id in lane_ids:
+            created = await hub.enrollment.create_code(lane_id, "register")
+            enrolled[lane_id] = await enroll(
+                hub.http.tls_url, created.code, fingerprint=fingerprint, name=lane_id
+            )
+        self.say(
+            f"enrolled {len(lane_ids)} lanes with one-time codes; the broker accepts nothing "
+            f"but their certificates (CA {fingerprint[:19]}...)"
+        )
+        return enrolled
+
     async def _trade(
         self, settings: Settings, hub: Hub, cloud: Cloud, wan: WanProxy, password: str
     ) -> bool:
         o = self.options
         run_id = f"{int(time.time()) % 100000:05d}-"
+        lane_ids = [f"lane-{n:02d}" for n in range(1, o.lanes + 1)]
+        credentials = await self._enroll(hub, lane_ids)
         lanes = [
             SimLane(
                 host=settings.broker.lan_bind,
                 port=settings.broker.lan_port,
                 store_id=settings.store_id,
-                lane_id=f"lane-{n:02d}",
+                lane_id=lane_id,
                 seed=o.seed * 1000 + n,
                 interval_s=o.sale_every_s * self._rng.uniform(0.6, 1.4),
                 txn_prefix=run_id,
                 printer="front",
+                tls=credentials[lane_id].ssl_context(),
             )
-            for n in range(1, o.lanes + 1)
+            for n, lane_id in enumerate(lane_ids, start=1)
         ]
         self.say(
             f"\nstore-edge demo: store {settings.store_id}, {o.lanes} lanes trading, "
@@ -382,7 +416,8 @@ class Demo:
             f"  CLI:      edge status --url {hub.http.url}   "
             f"edge outbox --url {hub.http.url} status   "
             f"edge catalogue --url {hub.http.url} status\n"
-            f"  lanes:    mqtt://{settings.broker.lan_bind}:{settings.broker.lan_port}   "
+            f"  lanes:    mqtts://{settings.broker.lan_bind}:{settings.broker.lan_port} "
+            f"(mutual TLS, each lane enrolled with a one-time code)   "
             f"cloud ({cloud.name}): {cloud.url}\n"
             "Press Ctrl-C to stop.\n"
         )

@@ -23,6 +23,7 @@ def _env(free_port: Callable[[], int]) -> dict[str, str]:
         "EDGE__BROKER__PORT": str(free_port()),
         "EDGE__BROKER__LAN_PORT": str(free_port()),
         "EDGE__HTTP__PORT": str(free_port()),
+        "EDGE__SECURITY__HTTPS_PORT": str(free_port()),
         "EDGE__UPLINK__HQ_HTTP__TIMEOUT_S": "0.5",
         "EDGE__UPLINK__NETSUITE__TIMEOUT_S": "0.5",
     }
@@ -80,6 +81,8 @@ async def test_demo_rides_out_the_outage_and_keeps_the_promise(
     assert printed >= acked - 3, "each lane's receipts, but for a sale rung as it stopped"
     assert re.search(r"console:  http://\S+/   login demo / \S+", text)
     assert "lanes online  3" in text, "each simulated lane announces itself"
+    assert "enrolled 3 lanes with one-time codes" in text, "the lanes reach the broker by mTLS"
+    assert "require_certificate true" in (tmp_path / "demo/broker/mosquitto.conf").read_text()
     assert f"cloud ({shown_as})" in text
 
 
@@ -114,7 +117,12 @@ async def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path, free_port: Callable[
             await process.wait()
     assert returncode == 0, rest
     assert "promise kept" in rest
-    for port in ("EDGE__BROKER__PORT", "EDGE__BROKER__LAN_PORT", "EDGE__HTTP__PORT"):
+    for port in (
+        "EDGE__BROKER__PORT",
+        "EDGE__BROKER__LAN_PORT",
+        "EDGE__HTTP__PORT",
+        "EDGE__SECURITY__HTTPS_PORT",
+    ):
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", int(env[port]))
 

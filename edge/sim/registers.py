@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -131,7 +132,10 @@ class SimLane:
         timeout_s: float = 2.0,
         txn_prefix: str = "",
         printer: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self._tls = tls
+        """Mutual TLS with the certificate this lane got at enrollment (a secured hub)."""
         self._host = host
         self._port = port
         self._store_id = store_id
@@ -199,6 +203,7 @@ class SimLane:
             client_id=f"sim-{self._store_id}-{self.lane_id}",
             reply_topic=self._topics.lane_reply(self.lane_id),
             will=(status, _status("offline", reason="lost")),
+            tls=self._tls,
         ) as requester:
             await requester.publish(status, _status("online", device=self.device_id), retain=True)
             yield requester

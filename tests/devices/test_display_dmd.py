@@ -14,6 +14,16 @@ from hypothesis import strategies as st
 
 from devices.display_dmd import (
     COLUMNS,
+    SELECT_DISPLAY,
+    SELECT_PRINTER,
+    VERTICAL_SCROLL_MODE,
+    Cleared,
+    DmdDecoder,
+    Initialized,
+    PeripheralSelected,
+    SettingChanged,
+    TextWritten,
+    UnknownCommand,
     encode_blink,
     encode_brightness,
     encode_line,
@@ -21,6 +31,9 @@ from devices.display_dmd import (
     encode_move_cursor,
     encode_screen,
     encode_select_code_table,
+    encode_setup,
+    encode_text,
+    fit_line,
 )
 
 
@@ -122,3 +135,91 @@ def test_any_text_is_exactly_one_line_of_printable_bytes(text: str, encoding: st
 @given(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20))
 def test_printable_ascii_is_written_unchanged(text: str) -> None:
     assert encode_line(text) == text.encode("ascii").ljust(COLUMNS)
+
+
+# -- geometry, fitting, and the display's side (DmdDecoder) -------------------------------------
+
+
+def test_fit_line_says_when_text_was_cut_but_not_for_trailing_spaces() -> None:
+    assert fit_line("x" * 21) == (b"x" * 20, True)
+    assert fit_line("x" * 20) == (b"x" * 20, False)
+    assert fit_line("TOTAL 12.50" + " " * 30) == (b"TOTAL 12.50".ljust(20), False)
+    assert fit_line("Cafe\u0301" + "y" * 16) == (b"Caf\x82" + b"y" * 16, False)
+
+
+def test_text_on_a_four_row_display_is_placed_row_by_row() -> None:
+    lines = [fit_line(t, width=40)[0] for t in ("one", "two", "three")]
+    assert encode_text(lines, columns=40, rows=4) == (
+        b"\x0c" + b"\x1f\x24\x01\x01" + lines[0] + b"\x1f\x24\x01\x02" + lines[1]
+        + b"\x1f\x24\x01\x03" + lines[2]
+    )  # fmt: skip
+    assert encode_text(lines[:1], clear=False) == b"\x1f\x24\x01\x01" + lines[0]
+    with pytest.raises(ValueError):
+        encode_text(lines, rows=2)
+
+
+def test_the_decoder_shows_the_reference_screen() -> None:
+    display = DmdDecoder()
+    events = display.feed(encode_screen("APPLES 1.234 kg", "TOTAL          12.50"))
+    assert display.lines == ["APPLES 1.234 kg     ", "TOTAL          12.50"]
+    assert events[:4] == [
+        Initialized(),
+        SettingChanged("mode", 1),
+        SettingChanged("cursor", 0),
+        Cleared(),
+    ]
+    assert events[4:] == [
+        TextWritten(1, 1, b"APPLES 1.234 kg     "),
+        TextWritten(2, 1, b"TOTAL          12.50"),
+    ]
+    assert display.cursor == (1, 1), "bottom-right wraps home in overwrite mode"
+
+
+def test_the_decoder_waits_for_a_split_command() -> None:
+    display = DmdDecoder()
+    stream = encode_setup(code_table=16) + encode_text([b"A".ljust(20), b"B".ljust(20)])
+    events = [event for byte in stream for event in display.feed(bytes((byte,)))]
+    assert SettingChanged("code_table", 16) in events
+    assert display.lines == ["A".ljust(20), "B".ljust(20)]
+
+
+def test_printer_data_passes_by_the_display_in_pass_through() -> None:
+    """§3.2: after ESC = 1 everything is the printer's until ESC = 2 (receipt text must not
+    appear on the customer's display)."""
+    display = DmdDecoder()
+    display.feed(encode_screen("HELLO", ""))
+    events = display.feed(SELECT_PRINTER + b"RECEIPT\x0c\x1b@" + SELECT_DISPLAY + b"!")
+    assert events == [PeripheralSelected(1), PeripheralSelected(2), TextWritten(1, 1, b"!")]
+    assert display.lines[0] == "!ELLO".ljust(20)
+
+
+def test_vertical_scroll_and_control_bytes() -> None:
+    display = DmdDecoder(columns=4, rows=2)
+    display.feed(VERTICAL_SCROLL_MODE + b"abcdefgh")
+    assert display.lines == ["abcd", "efgh"]
+    display.feed(b"ij")
+    assert display.lines == ["efgh", "ij  "]
+    display.feed(b"\x0b\x18")  # home, clear that line
+    assert display.lines == ["    ", "ij  "]
+    assert display.feed(b"\x07") == [UnknownCommand(b"\x07")]
+    assert display.feed(b"\x1f\x24\x09\x01") == [UnknownCommand(b"\x1f\x24\x09\x01")]
+
+
+@given(st.lists(st.text(max_size=30), max_size=2), st.sampled_from(["cp437", "cp858"]))
+def test_what_the_hub_encodes_is_what_the_customer_sees(lines: list[str], encoding: str) -> None:
+    fitted = [fit_line(text, encoding=encoding)[0] for text in lines]
+    display = DmdDecoder(encoding=encoding)
+    display.feed(encode_setup() + encode_text(fitted))
+    shown = [line.decode(encoding) for line in fitted] + [" " * 20] * (2 - len(fitted))
+    assert display.lines == shown
+
+
+@given(st.lists(st.binary(max_size=40), max_size=8))
+def test_the_decoder_never_raises_and_keeps_its_geometry(chunks: list[bytes]) -> None:
+    display = DmdDecoder()
+    for chunk in chunks:
+        display.feed(chunk)
+    assert [len(line) for line in display.lines] == [20, 20]
+    column, row = display.cursor
+    assert 1 <= column <= 20
+    assert 1 <= row <= 2

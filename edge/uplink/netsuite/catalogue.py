@@ -281,7 +281,9 @@ class NetSuiteCatalogueSource:
     async def _prices(self, ids: Sequence[int]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         for start in range(0, len(ids), self._m.page_size):
-            rows += await self._ns.suiteql(prices_query(ids[start : start + self._m.page_size]))
+            rows += await self._ns.suiteql(
+                prices_query(ids[start : start + self._m.page_size]), background=True
+            )
         return rows
 
     async def _full(self, now: float) -> AsyncIterator[bytes]:
@@ -291,7 +293,7 @@ class NetSuiteCatalogueSource:
         while True:
             rows, _ = await self._step(
                 f"full page {stats.pages}",
-                self._ns.suiteql_page(full_query(m, after), limit=m.page_size),
+                self._ns.suiteql_page(full_query(m, after), limit=m.page_size, background=True),
             )
             if not rows and stats.pages:
                 break
@@ -320,7 +322,9 @@ class NetSuiteCatalogueSource:
         """One delta of what changed, or None when the window is too large to read this way."""
         m = self._m
         rows = await self._ns.suiteql(
-            incremental_query(m, cursor.modified_from - m.overlap_s), limit=m.page_size
+            incremental_query(m, cursor.modified_from - m.overlap_s),
+            limit=m.page_size,
+            background=True,
         )
         if len(rows) > INCREMENTAL_MAX_ROWS:
             return None

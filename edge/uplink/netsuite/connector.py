@@ -35,17 +35,22 @@ connection refused/reset         RetryLater(connection)
 no answer in ``timeout_s``       RetryLater(timeout)
 ===============================  ===========================================================
 
-Governance: every HTTP request (token, query, upsert) takes a slot of one semaphore of
-``concurrency`` (default 5, ref §6): the account-wide limit is on concurrent requests.
+Governance: every HTTP request (token, query, upsert) takes a slot of :class:`AccountSlots`, the
+account-wide limit of ``concurrency`` concurrent requests (default 5, ref §6). Postings have
+priority: background reads (the catalogue, the day's reconciliation queries) take a slot only
+while another one stays free for postings, or once they have waited ``background_wait_s`` and
+no posting is waiting, so a catalogue sync neither stops a backlog drain nor starves behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -86,6 +91,69 @@ class RequestFailed(Exception):
         self.outcome = outcome
 
 
+class AccountSlots:
+    """The account's concurrency limit, with priority for postings over background reads.
+
+    A posting takes any free slot, ahead of every waiting background read. A background read
+    starts when postings are quiet (none started for ``foreground_quiet_s``: a backlog drain
+    keeps starting them), or, so that it is never starved, once it has waited
+    ``background_wait_s`` and a slot is free with no posting waiting. Postings finish in waves
+    (they start together and take the same time), so "a slot is free right now" says nothing
+    about demand: the quiet period does.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        background_wait_s: float = 5.0,
+        foreground_quiet_s: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.busy = 0
+        self._foreground_waiting = 0
+        self._last_foreground = -math.inf
+        self._background_wait_s = background_wait_s
+        self._foreground_quiet_s = foreground_quiet_s
+        self._monotonic = monotonic
+        self._changed = asyncio.Condition()
+
+    def _background_wait(self, started: float) -> float | None:
+        """0 when a background read may start now, else how long until it may (None: until
+        something changes)."""
+        if self._foreground_waiting or self.busy >= self.limit:
+            return None
+        now = self._monotonic()
+        until_quiet = self._last_foreground + self._foreground_quiet_s - now
+        until_bound = started + self._background_wait_s - now
+        return max(0.0, min(until_quiet, until_bound))
+
+    @contextlib.asynccontextmanager
+    async def slot(self, *, background: bool = False) -> AsyncIterator[None]:
+        async with self._changed:
+            if background:
+                started = self._monotonic()
+                while (left := self._background_wait(started)) != 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(left):
+                            await self._changed.wait()
+            else:
+                self._foreground_waiting += 1
+                try:
+                    await self._changed.wait_for(lambda: self.busy < self.limit)
+                finally:
+                    self._foreground_waiting -= 1
+                self._last_foreground = self._monotonic()
+            self.busy += 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.busy -= 1
+                self._changed.notify_all()
+
+
 @dataclass(frozen=True, slots=True)
 class TbaCredentials:
     consumer_key: str
@@ -123,7 +191,7 @@ class NetSuiteConnector:
         self._credentials = credentials
         self.mapping = mapping
         self.max_concurrency = concurrency
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = AccountSlots(concurrency)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._throttle_on_401 = throttle_on_401
         self._clock = clock
@@ -240,28 +308,34 @@ class NetSuiteConnector:
         journal). Raises :class:`RequestFailed`."""
         return await self._put(record_type, eid, body)
 
-    async def suiteql(self, query: str, *, limit: int = 1000) -> list[dict[str, Any]]:
+    async def suiteql(
+        self, query: str, *, limit: int = 1000, background: bool = False
+    ) -> list[dict[str, Any]]:
         """Every row of a SuiteQL query (paged with ``offset += count`` while ``hasMore``;
         NetSuite stops at 100,000 rows: page larger reads by keyset, :meth:`suiteql_page`)."""
         rows: list[dict[str, Any]] = []
         offset = 0
         while True:
-            items, more = await self.suiteql_page(query, limit=limit, offset=offset)
+            items, more = await self.suiteql_page(
+                query, limit=limit, offset=offset, background=background
+            )
             rows.extend(items)
             if not more or not items:
                 return rows
             offset += len(items)
 
     async def suiteql_page(
-        self, query: str, *, limit: int = 1000, offset: int = 0
+        self, query: str, *, limit: int = 1000, offset: int = 0, background: bool = False
     ) -> tuple[list[dict[str, Any]], bool]:
-        """One page of a SuiteQL query: its rows (without ``links``) and ``hasMore``."""
+        """One page of a SuiteQL query: its rows (without ``links``) and ``hasMore``.
+        ``background``: a read that yields to postings (see :class:`AccountSlots`)."""
         _, page, _ = await self._request(
             "POST",
             f"/query/v1/suiteql?limit={limit}&offset={offset}",
             {"q": query},
             expect=(200,),
             prefer="transient",
+            background=background,
         )
         items = page.get("items", [])
         rows = [{k: v for k, v in row.items() if k != "links"} for row in items]
@@ -277,13 +351,14 @@ class NetSuiteConnector:
         *,
         expect: tuple[int, ...] = (),
         prefer: str | None = None,
+        background: bool = False,
     ) -> tuple[int, Any, dict[str, str]]:
         """One call under the account's concurrency limit. A status in ``expect`` (or a 404 to
         a GET with no ``expect``) returns; every other answer ends the item
         (:class:`RequestFailed`)."""
         url = self._base + path
         session = self._http()
-        async with self._slots:
+        async with self._slots.slot(background=background):
             headers = {"Authorization": await self._authorization(method, url)}
             if prefer:
                 headers["Prefer"] = prefer

@@ -336,12 +336,6 @@ async def test_edge_run_speaks_sd_notify(
     assert pid in notify_socket.senders("READY=1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/broker/supervisor.py starts mosquitto with the hub's environment, NOTIFY_SOCKET "
-    "included, and Debian's mosquitto (built with systemd support) sends its own READY=1 there; "
-    "systemd drops it under NotifyAccess=main but logs a warning at every broker start",
-)
 @pytest.mark.usefixtures("mosquitto_bin")
 async def test_managed_mosquitto_leaves_the_hubs_notify_socket_alone(
     tmp_path: Path, free_port: Callable[[], int], notify_socket: NotifySocket

@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 broker_log = logging.getLogger("mosquitto")
 
 _FALLBACK_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+# systemd's notify and watchdog variables are the hub's alone: Debian's mosquitto (built with
+# systemd support) would send its own READY=1 to the hub's socket, which systemd drops (with a
+# warning) under NotifyAccess=main.
+_SYSTEMD_ONLY_ENV = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
 
 
 class BrokerError(Exception):
@@ -194,6 +198,7 @@ class BrokerSupervisor:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if k not in _SYSTEMD_ONLY_ENV},
         )
         self.starts += 1
         log.info("broker: started mosquitto pid %d", self._process.pid)

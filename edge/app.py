@@ -19,8 +19,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import shutil
 import signal
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -42,6 +44,12 @@ from edge.console.server import Check, HealthSource, HttpServer, build_app
 from edge.console.web import ConsoleSource, add_console
 from edge.console.web_auth import setup_auth
 from edge.discovery import Announcement, Discovery, HubAdvert
+from edge.hq.apply import AttributeApplier, LaneConfigApplier
+from edge.hq.commands import catalogue_sync, outbox_retry_parked
+from edge.hq.errors import HqKeyError
+from edge.hq.handler import CommandHandler
+from edge.hq.link import HqLink, read_public_key
+from edge.hq.telemetry import Snapshot, WanState
 from edge.lanes.lifecycle import LaneState, Timers
 from edge.lanes.registry import LaneRegistry, LaneStore
 from edge.logs import RecentLogs
@@ -52,6 +60,7 @@ from edge.outbox.service import OutboxService
 from edge.outbox.store import OutboxStore
 from edge.relay.printers import Printers
 from edge.relay.scales import Scales
+from edge.secrets import references
 from edge.security import api as enrollment_api
 from edge.security.enrollment import AttemptLimiter
 from edge.security.identity import HUB_USER, Identity, is_initialized
@@ -149,6 +158,14 @@ def hub_version() -> str:
 
 class Hub:
     def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
+        unresolved = references(settings)
+        if unresolved:
+            # A "secret:NAME" reaching a component would be sent to the cloud as a password.
+            raise SettingsError(
+                "settings",
+                min(unresolved),
+                "names a sealed secret that was not resolved (edge.secrets)",
+            )
         self.settings = settings
         self.version = hub_version()
         self.metrics = Metrics()
@@ -329,6 +346,7 @@ class Hub:
             self.console.enrollment = self.enrollment
             self.console.lan_url = f"https://{tls[0]}:{tls[1]}"
         self.http = HttpServer(http_app, settings.http.host, settings.http.port, tls=tls)
+        self.hq = self._build_hq_link() if settings.hq.enabled else None
         self.started_at = time.monotonic()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Future[None]] = set()
@@ -379,6 +397,72 @@ class Hub:
             )
         )
         return checks
+
+    def _build_hq_link(self) -> HqLink:
+        settings = self.settings
+        try:
+            hq_key = read_public_key(settings.hq.public_key_file(settings.state_dir))
+        except HqKeyError as exc:
+            raise SettingsError("settings", "hq.public_key_path", str(exc)) from exc
+        commands: dict[str, CommandHandler] = {}
+        if self.catalogue.source is not None:
+            commands["catalogue.sync"] = catalogue_sync(self.catalogue)
+        if self.outbox is not None:
+            commands["outbox.retry_parked"] = outbox_retry_parked(self.outbox)
+        devices = frozenset(p.name for p in settings.devices.printers) | frozenset(
+            s.name for s in settings.devices.scales
+        )
+        return HqLink(
+            settings.hq,
+            store_id=settings.store_id,
+            hub_id=settings.hub_id,
+            version=self.version,
+            state_path=settings.state_dir / "hq-state.json",
+            public_key=hq_key,
+            snapshot=self._hq_snapshot,
+            ready=self._hq_ready,
+            appliers=[
+                AttributeApplier(
+                    "catalogue.interval_s",
+                    self.catalogue,
+                    "interval",
+                    minimum=10.0,
+                    maximum=86400.0,
+                ),
+                LaneConfigApplier(self.bus, self.topics, known_devices=devices),
+            ],
+            commands=commands,
+        )
+
+    def _hq_ready(self) -> bool:
+        """The post-apply health check of HQ configs: started, and every check passing."""
+        return self.ready.is_set() and all(check.ok for check in self.checks())
+
+    async def _hq_snapshot(self) -> Snapshot:
+        depth, parked, oldest = 0, 0, None
+        wan: WanState = "unknown"
+        if self.outbox is not None:
+            stats = await self.outbox.store.stats()
+            depth, parked = stats.pending, stats.parked
+            if stats.oldest_pending_at:
+                oldest = max(0.0, time.time() - stats.oldest_pending_at)
+            if self.outbox.sender is not None:
+                wan = "up" if self.outbox.sender.breaker.state == "closed" else "down"
+        devices = Counter(
+            "online" if p.online else "offline" for p in self.printers.printers.values()
+        )
+        free = await asyncio.to_thread(shutil.disk_usage, self.settings.state_dir)
+        return Snapshot(
+            wan=wan,
+            outbox_depth=depth,
+            outbox_oldest_age_s=oldest,
+            parked=parked,
+            lanes={state.value: n for state, n in self.lanes.counts().items()},
+            devices=dict(devices),
+            catalogue_version=await self.catalogue.store.version(),
+            free_disk_bytes=free.free,
+            hub_version=self.version,
+        )
 
     def _on_txn_accepted(self) -> None:
         self.metrics.outbox_accepted.inc()
@@ -454,6 +538,8 @@ class Hub:
                             self.broker.wait_ready(self.settings.broker.start_timeout_s + 5)
                         )
                     started.append(tg.create_task(self.bus.run(), name="bus"))
+                    if self.hq is not None:
+                        started.append(tg.create_task(self.hq.run(), name="hq-link"))
                     if outbox is not None and outbox.sender is not None:
                         started.append(tg.create_task(outbox.sender.run(), name="outbox-sender"))
                     started.append(tg.create_task(self.catalogue.run(), name="catalogue"))

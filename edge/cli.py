@@ -111,6 +111,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_device_parsers(sub)
 
+    from edge.secrets_cli import add_parser as add_secret_parser
+
+    add_secret_parser(sub)
+
     netsuite = sub.add_parser("netsuite", help="NetSuite tools")
     ns_sub = netsuite.add_subparsers(dest="netsuite_command", required=True)
     sign = ns_sub.add_parser(
@@ -172,6 +176,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge.console_cli import run_console_command
 
         return run_console_command(settings, args)
+    if args.command == "secret":
+        from edge.secrets_cli import run_secret_command
+
+        return run_secret_command(settings, args)
+    if args.command in ("run", "reconcile", "netsuite"):
+        # The credentials these use may be sealed ("secret:NAME", edge.secrets): resolved here,
+        # for running only, so that `config show` and the other commands never hold a value.
+        from edge.secrets import SecretsError, open_store, resolve_secrets
+
+        try:
+            settings = resolve_secrets(settings, open_store(settings.state_dir))
+        except SecretsError as exc:
+            print(f"edge: configuration error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.command == "init":
         from edge.device_cli import run_init
 

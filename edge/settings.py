@@ -26,6 +26,10 @@ from typing import Any, Literal
 
 import msgspec
 
+from devices.display_dmd import DM_D110_CODE_TABLES, encode_line
+from edge.hq.settings import HqSettings
+from edge.hq.settings import check as check_hq
+from edge.relay.profiles import ProfileError, fill_from_profiles
 from edge.uplink.netsuite.mapping import CatalogueMapping as NetSuiteCatalogue
 from edge.uplink.netsuite.mapping import Mapping as NetSuiteMapping
 
@@ -202,6 +206,8 @@ class ScaleSettings(_Section):
     name: str
     port: str
     """A serial device (``/dev/ttyUSB0``) or ``socket://host:port`` (a serial server)."""
+    profile: str = ""
+    """A firmware profile (firmware_profiles/, by model): fills what this entry leaves out."""
     protocol: Literal["toledo", "magellan"] = "toledo"
     unit: Literal["kg", "lb"] = "kg"
     baudrate: int = 9600
@@ -216,6 +222,27 @@ class ScaleSettings(_Section):
     """An idle claim lapses after this long (a lane that forgot to release)."""
 
 
+class DisplaySettings(_Section):
+    """A customer display on a serial line (edge.relay.displays)."""
+
+    name: str
+    port: str
+    """A serial device (``/dev/ttyUSB0``) or ``socket://host:port`` (a serial server)."""
+    profile: str = ""
+    """A firmware profile (firmware_profiles/, by model): fills what this entry leaves out."""
+    protocol: Literal["epson-dmd"] = "epson-dmd"
+    columns: int = 20
+    rows: int = 2
+    baudrate: int = 9600
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    code_table: int | None = None
+    """``ESC t n`` sent after each initialization; None keeps the display's power-on table."""
+    encoding: str = "cp437"
+    """The Python codec of that code table (text is written one byte per character)."""
+
+
 class DevicesSettings(_Section):
     """The shared peripherals the hub drives for the lanes."""
 
@@ -227,6 +254,9 @@ class DevicesSettings(_Section):
     """Bound on one command (a print, a drawer kick, a status check)."""
     printers: list[PrinterSettings] = []
     scales: list[ScaleSettings] = []
+    displays: list[DisplaySettings] = msgspec.field(default_factory=list)
+    profiles_dir: str = ""
+    """Where the device profiles are (empty: the firmware_profiles/ shipped with the hub)."""
 
 
 class LanesSettings(_Section):
@@ -306,6 +336,7 @@ class Settings(_Section):
     security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
     shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
+    hq: HqSettings = msgspec.field(default_factory=HqSettings)
 
     @property
     def client_id(self) -> str:
@@ -369,6 +400,10 @@ def load_settings(
 
 def settings_from_dict(raw: Mapping[str, Any], source: str) -> Settings:
     """Steps 4: convert and check; errors name ``source`` and the dotted key."""
+    try:
+        raw = fill_from_profiles(raw)  # devices naming a profile get its defaults
+    except ProfileError as exc:
+        raise SettingsError(str(exc.path or source), exc.key, exc.reason) from None
     try:
         settings = msgspec.convert(raw, Settings, dec_hook=_dec_hook, str_keys=True)
     except msgspec.ValidationError as exc:
@@ -522,7 +557,21 @@ def _check(s: Settings, source: str) -> None:
     d = s.devices
     if d.status_every_s <= 0 or d.timeout_s <= 0 or d.misses_to_offline < 1:
         raise bad("devices", "status_every_s and timeout_s must be > 0, misses_to_offline >= 1")
-    names = [printer.name for printer in d.printers] + [scale.name for scale in d.scales]
+    names = [p.name for p in d.printers] + [s.name for s in d.scales]
+    names += [display.name for display in d.displays]
+    for index, display in enumerate(d.displays):
+        key = f"devices.displays[{index}]"
+        if not _ID_RE.match(display.name) or names.count(display.name) > 1:
+            raise bad(f"{key}.name", "must be a unique id (letters, digits)")
+        if not (1 <= display.columns <= 80 and 1 <= display.rows <= 8):
+            raise bad(f"{key}.columns", "columns must be 1-80 and rows 1-8")
+        if display.code_table is not None and display.code_table not in DM_D110_CODE_TABLES:
+            raise bad(f"{key}.code_table", f"must be one of {sorted(DM_D110_CODE_TABLES)}")
+        try:
+            encode_line("", width=1, encoding=display.encoding)
+        except (LookupError, ValueError):
+            reason = "must be a one-byte Python codec (cp437, cp858, ...)"
+            raise bad(f"{key}.encoding", reason) from None
     for index, scale in enumerate(d.scales):
         if not _ID_RE.match(scale.name) or names.count(scale.name) > 1:
             raise bad(f"devices.scales[{index}].name", "must be a unique id (letters, digits)")
@@ -539,3 +588,5 @@ def _check(s: Settings, source: str) -> None:
         raise bad("lanes.retire_after_days", "must be more than lanes.stale_after_days")
     if not 5 <= s.bus.keepalive_s <= 3600:
         raise bad("bus.keepalive_s", "must be between 5 and 3600 seconds")
+    for key, reason in check_hq(s.hq):
+        raise bad(f"hq.{key}", reason)

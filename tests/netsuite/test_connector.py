@@ -20,7 +20,12 @@ from edge.sim.netsuite.auth import OAuth2Client, TbaCredential
 from edge.sim.netsuite.server import NetSuiteServer, NetSuiteSim, run_netsuite_sim
 from edge.sim.registers import CATALOGUE, make_sale
 from edge.uplink.base import Outbound
-from edge.uplink.netsuite.connector import NetSuiteConnector, OAuth2Credentials, TbaCredentials
+from edge.uplink.netsuite.connector import (
+    NetSuiteConnector,
+    OAuth2Credentials,
+    RequestFailed,
+    TbaCredentials,
+)
 from edge.uplink.netsuite.mapping import Mapping, external_id
 
 DATA = Path(__file__).parents[1] / "outbox" / "data"
@@ -247,6 +252,28 @@ async def test_unreachable_netsuite_is_a_connection_failure(
         await ns.aclose()
     assert isinstance(outcome, RetryLater)
     assert outcome.kind == "connection"
+
+
+async def test_a_query_to_an_unreachable_netsuite_is_retry_later_not_a_raw_error(
+    free_port: Any,
+) -> None:
+    """The catalogue and the reconciliation read through suiteql: a WAN fault must reach them
+    as RequestFailed(RetryLater) (the catalogue then logs "unavailable" and backs off), not as
+    an aiohttp exception that looks like a bug (found by the chaos suite)."""
+    sim = NetSuiteSim("1234567", catalogue_size=10)
+    ns = NetSuiteConnector(
+        base_url=f"http://127.0.0.1:{free_port()}",
+        account_id="1234567",
+        credentials=TbaCredentials("ck", "cs", "tok", "ts"),
+        mapping=mapping_for(sim),
+    )
+    try:
+        with pytest.raises(RequestFailed) as failed:
+            await ns.suiteql("SELECT id FROM item", background=True)
+    finally:
+        await ns.aclose()
+    assert isinstance(failed.value.outcome, RetryLater)
+    assert failed.value.outcome.kind == "connection"
 
 
 async def test_oauth2_client_credentials_with_an_es256_certificate(

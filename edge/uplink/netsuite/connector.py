@@ -358,18 +358,29 @@ class NetSuiteConnector:
         (:class:`RequestFailed`)."""
         url = self._base + path
         session = self._http()
+        data = _encode(body) if body is not None else None
         async with self._slots.slot(background=background):
-            headers = {"Authorization": await self._authorization(method, url)}
-            if prefer:
-                headers["Prefer"] = prefer
-            data = None
-            if body is not None:
-                headers["Content-Type"] = "application/json"
-                data = _encode(body)
-            async with session.request(method, url, data=data, headers=headers) as response:
-                raw = await response.read()
-                status = response.status
-                answer_headers = dict(response.headers)
+            # A WAN fault is an outcome like any answer: every caller (postings, the
+            # catalogue, the reconciliation) gets RequestFailed(RetryLater), never a raw
+            # aiohttp or timeout exception (the token fetch included).
+            try:
+                headers = {"Authorization": await self._authorization(method, url)}
+                if prefer:
+                    headers["Prefer"] = prefer
+                if data is not None:
+                    headers["Content-Type"] = "application/json"
+                async with session.request(method, url, data=data, headers=headers) as response:
+                    raw = await response.read()
+                    status = response.status
+                    answer_headers = dict(response.headers)
+            except TimeoutError:
+                raise RequestFailed(
+                    RetryLater("NetSuite did not answer in time", "timeout")
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise RequestFailed(
+                    RetryLater(f"NetSuite unreachable: {exc}", "connection")
+                ) from None
         parsed: Any = None
         if raw:
             try:

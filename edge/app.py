@@ -44,6 +44,7 @@ from edge.console.server import Check, HealthSource, HttpServer, build_app
 from edge.console.web import ConsoleSource, add_console
 from edge.console.web_auth import setup_auth
 from edge.discovery import Announcement, Discovery, HubAdvert
+from edge.hq import api as hq_api
 from edge.hq.apply import AttributeApplier, LaneConfigApplier
 from edge.hq.commands import catalogue_sync, outbox_retry_parked
 from edge.hq.errors import HqKeyError
@@ -347,6 +348,9 @@ class Hub:
             self.console.lan_url = f"https://{tls[0]}:{tls[1]}"
         self.http = HttpServer(http_app, settings.http.host, settings.http.port, tls=tls)
         self.hq = self._build_hq_link() if settings.hq.enabled else None
+        if self.hq is not None:
+            hq_api.add_routes(http_app, self.hq)
+            self.console.hq = self.hq
         self.started_at = time.monotonic()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Future[None]] = set()

@@ -115,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_secret_parser(sub)
 
+    from edge.hq_cli import add_parser as add_hq_parser
+
+    add_hq_parser(sub)
+
     netsuite = sub.add_parser("netsuite", help="NetSuite tools")
     ns_sub = netsuite.add_subparsers(dest="netsuite_command", required=True)
     sign = ns_sub.add_parser(
@@ -176,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge.console_cli import run_console_command
 
         return run_console_command(settings, args)
+    if args.command == "hq":
+        from edge.hq_cli import run_hq_command
+
+        return run_hq_command(_hub_url(settings, args.url), args)
     if args.command == "secret":
         from edge.secrets_cli import run_secret_command
 

@@ -34,6 +34,7 @@ from edge.catalogue.service import CatalogueService
 from edge.console.alerts import store_alerts
 from edge.console.outbox_api import item_json
 from edge.console.web_auth import ACCOUNT, CSRF
+from edge.hq.link import HqLink
 from edge.lanes.registry import LaneRegistry
 from edge.logs import LEVELS, RecentLogs
 from edge.outbox.service import OutboxService
@@ -64,6 +65,8 @@ class ConsoleSource:
     """The shared printers (None: none configured)."""
     enrollment: Enrollment | None = None
     """Device enrollment (None: the hub has no identity yet, `edge init`)."""
+    hq: HqLink | None = None
+    """The link to HQ (None: [hq] enabled = false)."""
     lan_url: str = ""
     """The hub's HTTPS address on the store LAN, which the enrollment QR code carries."""
     closing: asyncio.Event = field(default_factory=asyncio.Event)
@@ -306,6 +309,15 @@ async def enroll_create(request: web.Request) -> web.Response:
     })  # fmt: skip
 
 
+async def config_page(request: web.Request) -> web.Response:
+    hq = request.app[SOURCE].hq
+    status = hq.status() if hq is not None else None
+    applied = json.dumps(status["applied"], indent=2) if status and status["applied"] else ""
+    return _render(request, "config.html", _context(
+        request, "Config", "/config", hq=status, applied=applied,
+    ))  # fmt: skip
+
+
 async def enroll_revoke(request: web.Request) -> web.Response:
     enrollment = request.app[SOURCE].enrollment
     name = request.match_info["name"]
@@ -393,6 +405,7 @@ def add_console(app: web.Application, source: ConsoleSource) -> None:
     app.router.add_get("/outbox", outbox_page)
     app.router.add_post("/outbox/items/{key}/{action:retry|park}", outbox_action)
     app.router.add_post("/outbox/retry-parked", outbox_retry_parked)
+    app.router.add_get("/config", config_page)
     app.router.add_get("/enroll", enroll_page)
     app.router.add_post("/enroll", enroll_create)
     app.router.add_post("/enroll/{name}/revoke", enroll_revoke)

@@ -49,6 +49,7 @@ from edge.hq.apply import Applier, AttributeApplier
 from edge.hq.config import Ack, load_public_key
 from edge.hq.errors import HqKeyError
 from edge.hq.handler import CommandHandler, HqHandler
+from edge.hq.history import by_document
 from edge.hq.settings import HqSettings
 from edge.hq.state import StateFile
 from edge.hq.telemetry import Reason, Snapshot, TelemetryPolicy, telemetry_message
@@ -127,6 +128,8 @@ class HqLink:
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._pending_acks: collections.deque[bytes] = collections.deque(maxlen=MAX_PENDING_ACKS)
+        self.history: collections.deque[Ack] = collections.deque(maxlen=MAX_PENDING_ACKS)
+        """Every acknowledgement sent (the newest 1000): the console's and CLI's history."""
         self._seq = 0
         self.connects = 0
         self.acks_dropped = 0
@@ -140,6 +143,23 @@ class HqLink:
     async def wait_connected(self, timeout: float | None = None) -> None:
         async with asyncio.timeout(timeout):
             await self._connected.wait()
+
+    def status(self) -> dict[str, Any]:
+        """The link, the config in force and what HQ sent lately (``GET /api/v1/hq``)."""
+        state = self.handler.state
+        applied = msgspec.to_builtins(state.applied) if state.applied is not None else None
+        return {
+            "connected": self.is_connected,
+            "broker": f"{self._settings.host}:{self._settings.port}",
+            "applied_version": state.applied_version,
+            "applied": applied,
+            "last_version": {
+                "config": state.last_version.config,
+                "command": state.last_version.command,
+            },
+            "acks_waiting": len(self._pending_acks),
+            "documents": by_document(self.history),
+        }
 
     # -- run ---------------------------------------------------------------------------------
 
@@ -232,6 +252,7 @@ class HqLink:
     async def _send_ack(self, ack: Ack) -> None:
         """Publish an acknowledgement after any still waiting, or keep it for the next
         connection (bounded: the oldest is dropped first, counted in ``acks_dropped``)."""
+        self.history.append(ack)
         if len(self._pending_acks) == self._pending_acks.maxlen:
             self.acks_dropped += 1
         self._pending_acks.append(msgspec.json.encode(ack))

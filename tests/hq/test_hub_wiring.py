@@ -3,6 +3,7 @@ refused, and the telemetry carries the hub's own figures (issue 7, "Done when").
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -10,6 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.conftest import MosquittoProcess, hub_settings, run_hub
 from tests.hq.conftest import hq_side
 from tests.hq.keys import signed
+from tests.test_cli import _edge
+from tests.test_console_pages import console_session
 
 
 async def test_hq_config_reaches_the_running_hub_and_telemetry_is_the_hubs(
@@ -55,3 +58,19 @@ async def test_hq_config_reaches_the_running_hub_and_telemetry_is_the_hubs(
         ack = await hq.ack()
         assert (ack["stage"], ack["code"]) == ("rejected", "STALE_VERSION")
         assert hub.catalogue.interval == 120
+
+        # The technician sees it all: the console's Config page and `edge hq status`.
+        async with console_session(hub) as http, http.get(f"{hub.http.url}/config") as page:
+            text = await page.text()
+        assert '<span id="config-version">1</span>' in text
+        assert "&#34;interval_s&#34;: 120" in text or '"interval_s": 120' in text
+        assert "STALE_VERSION" in text
+        code, out, _ = await _edge("hq", "--url", hub.http.url, "status")
+        assert code == 0
+        assert "connected; config version 1 in force" in out
+        assert "config v1" in out
+        code, out, _ = await _edge("hq", "--url", hub.http.url, "status", "--json")
+        body = json.loads(out)
+        assert body["applied_version"] == 1
+        assert [d["outcome"] for d in body["documents"]] == ["rejected", "applied"]
+        assert body["documents"][1]["stages"][0]["stage"] == "received"

@@ -59,6 +59,7 @@ from edge.outbox.intake import DiskGuard, Intake
 from edge.outbox.sender import Sender
 from edge.outbox.service import OutboxService
 from edge.outbox.store import OutboxStore
+from edge.relay.displays import Displays
 from edge.relay.printers import Printers
 from edge.relay.scales import Scales
 from edge.secrets import references
@@ -304,6 +305,8 @@ class Hub:
         self.printers.register_rpc(self.rpc)
         self.scales = Scales(settings.devices)
         self.scales.register_rpc(self.rpc)
+        self.displays = Displays(settings.devices, self.bus, self.topics)
+        self.displays.register_rpc(self.rpc)
         self.recent_logs = RecentLogs()
         self.console = ConsoleSource(
             identity=self.identity,
@@ -548,6 +551,7 @@ class Hub:
                         started.append(tg.create_task(outbox.sender.run(), name="outbox-sender"))
                     started.append(tg.create_task(self.catalogue.run(), name="catalogue"))
                     started.append(tg.create_task(self.printers.run(), name="printers"))
+                    started.append(tg.create_task(self.displays.run(), name="displays"))
                     if self.enrollment is not None:
                         started.append(tg.create_task(self._maintain_identity(), name="identity"))
                     await self.http.start()

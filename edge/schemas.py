@@ -27,6 +27,7 @@ from edge.outbox.intake import INTAKE_ERROR_CODES
 from edge.outbox.transactions import transaction_json_schema
 from edge.outbox.validate import VALIDATION_ERROR_CODES
 from edge.relay.core import DEVICE_ERROR_CODES
+from edge.relay.displays import ShowRequest
 from edge.relay.printers import DeviceStatus, DrawerRequest, PrintRequest
 from edge.relay.scales import WeighRequest
 from edge.security.api import EnrollRequest, EnrollResponse
@@ -74,13 +75,17 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         "device-status.json": _schema(
             DeviceStatus,
             "Device status",
-            "Retained on store/{store}/device/{name}/status: a shared printer's state.",
+            "Retained on store/{store}/device/{name}/status: a shared printer's or display's "
+            "state.",
         ),
         "device-print.json": _schema(
             PrintRequest, "device.print data", "A receipt for a shared printer, once per id."
         ),
         "device-drawer.json": _schema(
             DrawerRequest, "device.drawer data", "Open the cash drawer wired to a printer."
+        ),
+        "display-show.json": _schema(
+            ShowRequest, "display.show data", "Text for a customer display, once per id."
         ),
         "scale-request.json": _schema(
             WeighRequest, "scale.* data", "scale.weigh, scale.zero, scale.tare, scale.release."

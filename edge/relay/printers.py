@@ -62,11 +62,12 @@ class DeviceStatus(msgspec.Struct, kw_only=True):
 
     v: int = 1
     device: str
-    kind: Literal["printer"]
+    kind: Literal["printer", "display"]
     online: bool
     """Debounced: false only after several missed checks in a row."""
     summary: str
-    """``ready``, ``offline``, ``paper out``, ``cover open``, ``paper near end``, ..."""
+    """``ready``, ``offline``, ``paper out``, ``cover open``, ``paper near end``, ...
+    (a display: ``ready`` or ``offline``, from its serial line: edge.relay.displays)"""
     paper_near_end: bool = False
     paper_out: bool = False
     cover_open: bool = False

@@ -11,6 +11,7 @@ use the same codecs from the device's side.
 * ``scale_toledo``, ``scale_scp01``, ``scale_cas``, ``scale_magellan`` (Datalogic Magellan
   scanner-scale, single cable): serial scale protocols, each a pure
   frame decoder plus a stream parser that never raises.
-* ``display_dmd``: Epson DM-D customer display (2 × 20) encoder.
+* ``display_dmd``: Epson DM-D customer display: the encoder, and the display's side
+  (``DmdDecoder``) for emulators.
 * ``errors``: ``FrameError`` and its stable codes.
 """

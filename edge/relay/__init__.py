@@ -1,7 +1,9 @@
 """The relay between the lanes and the shared peripherals (printers, drawers, scales,
 customer displays): edge.relay.core decides (pure: de-duplication, per-device priority queues,
 deadlines, debounced device status, scale claims), edge.relay.printer drives a network printer,
-edge.relay.printers runs the store's printers for the hub."""
+edge.relay.printers runs the store's printers for the hub, edge.relay.scales its serial scales,
+edge.relay.displays its customer displays; edge.relay.profiles loads the device profiles
+(firmware_profiles/)."""
 
 from edge.relay.core import (
     CLAIMED_KINDS,

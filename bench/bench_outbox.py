@@ -24,6 +24,9 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
+
+from bench import plots
 from bench.common import Figure, Report, free_port, mosquitto, percentile
 from edge.bus import Requester, Topics
 from edge.outbox.store import Entry, OutboxStore
@@ -39,13 +42,15 @@ DURATION_S = 4.0
 BACKLOG = int(os.environ.get("BENCH_BACKLOG", "100000"))
 
 
-def hub_config(tmp: Path, broker_port: int, cloud_url: str = "", **outbox: object) -> Path:
+def hub_config(
+    tmp: Path, broker_port: int, cloud_url: str = "", http_port: int = 0, **outbox: object
+) -> Path:
     sections: dict[str, object] = {
         "store_id": STORE,
         "hub_id": "hub-bench",
         "state_dir": str(tmp / "state"),
         "broker": {"mode": "external", "port": broker_port},
-        "http": {"port": free_port()},
+        "http": {"port": http_port or free_port()},
         "log": {"level": "WARNING"},
         "outbox": {"min_free_bytes": 0, **outbox},
     }
@@ -126,6 +131,7 @@ async def ack_scaling(report: Report) -> None:
             hub = HubProcess(hub_config(Path(tmp), port))
             await hub.start()
             echo_topic = f"store/{STORE}/echo/+"
+            rows: list[dict[str, float]] = []
             try:
                 async with echo_process(port, echo_topic):
                     for lanes in LANE_COUNTS:
@@ -153,12 +159,18 @@ async def ack_scaling(report: Report) -> None:
                                 "the floor any durable ack pays on this disk",
                             ))  # fmt: skip
                         h99, b99 = percentile(hub_lat, 99), percentile(base_lat, 99)
+                        rows.append({
+                            "lanes": lanes, "hub_p50": percentile(hub_lat, 50), "hub_p99": h99,
+                            "echo_p50": percentile(base_lat, 50), "echo_p99": b99,
+                        })  # fmt: skip
                         report.add(Figure(
                             f"ack p99, {lanes} lanes", h99, "ms", "bare echo p99", b99,
                             "<= 2x echo", h99 <= 2 * b99, "fsync per commit group",
                         ))  # fmt: skip
             finally:
                 await hub.stop()
+    plots.ack_latency(rows, report.directory / "ack-latency.png")
+    report.pictures.append(("Ack latency against lanes", "ack-latency.png"))
 
 
 async def fill_backlog(path: Path, count: int) -> float:
@@ -223,19 +235,24 @@ async def outage(report: Report) -> None:
     sim = HqApiSimulator(max_batch=100, max_concurrency=4, latency_s=0.05)
     async with mosquitto() as port, run_hq_api(sim=sim) as hq, WanProxy(hq.host, hq.port) as wan:
         with tempfile.TemporaryDirectory() as tmp:
-            config = hub_config(Path(tmp), port, f"http://127.0.0.1:{wan.port}",
+            http_port = free_port()
+            config = hub_config(Path(tmp), port, f"http://127.0.0.1:{wan.port}", http_port,
                                 breaker_cooldown_s=0.5, breaker_cooldown_cap_s=1.0)  # fmt: skip
             hub = HubProcess(config)
             await hub.start()
+            depth = DepthSampler(f"http://127.0.0.1:{http_port}/api/v1/outbox")
+            sampling = asyncio.create_task(depth.run())
             try:
                 _, before = await drive(
                     port, 4, lambda lane: topics.lane_rpc(lane, "txn.submit"), 2.0
                 )
                 wan.mode = "refuse"
+                down_at = depth.now()
                 await drive(port, 8, lambda lane: topics.lane_rpc(lane, "txn.submit"), 4.0)
                 backlog_target = len(sim.committed)
                 restored = time.perf_counter()
                 wan.mode = "pass"
+                up_at = depth.now()
                 await hq.wait_until(lambda s: len(s.committed) > backlog_target)
                 first_probe = time.perf_counter()  # the probe is a single-item batch
                 # Draining: the first full batch after the probe is in the cloud.
@@ -244,8 +261,12 @@ async def outage(report: Report) -> None:
                 _, during = await drive(
                     port, 4, lambda lane: topics.lane_rpc(lane, "txn.submit"), 2.0
                 )
+                await depth.until_empty(timeout=30.0)
             finally:
+                sampling.cancel()
                 await hub.stop()
+    plots.outage_depth(depth.samples, down_at, up_at, report.directory / "outage-depth.png")
+    report.pictures.append(("Outbox depth through a WAN outage", "outage-depth.png"))
     report.add(Figure("drain starts after first good probe", (draining - first_probe) * 1000,
                       "ms", "1 s target", 1000.0, "<= 1 s", draining - first_probe <= 1.0,
                       f"WAN back to first probe: {(first_probe - restored) * 1000:.0f} ms "
@@ -254,6 +275,35 @@ async def outage(report: Report) -> None:
     p99_note = f"p99 {percentile(during, 99):.2f} vs {percentile(before, 99):.2f} ms"
     report.add(Figure("ack p50 while draining", p50_d, "ms", "ack p50 before outage", p50_b,
                       "normal latency (<= 2x)", p50_d <= 2 * p50_b, p99_note))  # fmt: skip
+
+
+class DepthSampler:
+    """The hub's outbox depth every 0.1 s, read from its own API (GET /api/v1/outbox)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._started = time.perf_counter()
+        self.samples: list[tuple[float, int]] = []
+        self._empty = asyncio.Event()
+
+    def now(self) -> float:
+        return time.perf_counter() - self._started
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(self._url) as response:
+                        pending = int((await response.json())["pending"])
+                    self.samples.append((self.now(), pending))
+                    if pending == 0 and self.samples and max(d for _, d in self.samples) > 0:
+                        self._empty.set()
+                await asyncio.sleep(0.1)  # the sampling period, not a synchronisation
+
+    async def until_empty(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._empty.wait()
 
 
 async def run(report: Report) -> None:

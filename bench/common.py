@@ -72,6 +72,9 @@ class Figure:
 @dataclass
 class Report:
     figures: list[Figure] = field(default_factory=list)
+    pictures: list[tuple[str, str]] = field(default_factory=list)
+    """(title, file name next to REPORT.md) of each plot the benchmarks drew."""
+    directory: Path = field(default_factory=lambda: Path(__file__).resolve().parent)
 
     def add(self, figure: Figure) -> None:
         self.figures.append(figure)
@@ -102,6 +105,8 @@ class Report:
                 f"{f.unit} | {f.ratio:.2f} | {f.target} | {'yes' if f.met else '**no**'} "
                 f"| {f.note} |"
             )
+        for title, name in self.pictures:
+            lines += ["", f"## {title}", "", f"![{title}]({name})"]
         return "\n".join(lines) + "\n"
 
 

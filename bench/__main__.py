@@ -6,7 +6,14 @@ import asyncio
 import logging
 from pathlib import Path
 
-from bench import bench_catalogue, bench_feed, bench_netsuite, bench_outbox, bench_rpc
+from bench import (
+    bench_catalogue,
+    bench_devices,
+    bench_feed,
+    bench_netsuite,
+    bench_outbox,
+    bench_rpc,
+)
 from bench.common import Report
 
 
@@ -17,6 +24,7 @@ async def main() -> Report:
     await bench_netsuite.run(report)
     await bench_catalogue.run(report)
     await bench_feed.run(report)
+    await bench_devices.run(report)
     return report
 
 

@@ -360,6 +360,12 @@ class Settings(_Section):
 SECRET_KEYS = frozenset({"token", "secret", "password", "consumer_secret", "token_secret"})
 
 
+def _path_as_text(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise NotImplementedError(f"cannot show {type(value).__name__}")
+
+
 def redacted(settings: Settings) -> dict[str, Any]:
     """The settings as plain data with every secret replaced, for display and logs."""
 
@@ -368,7 +374,7 @@ def redacted(settings: Settings) -> dict[str, Any]:
             return {k: ("***" if k in SECRET_KEYS and v else walk(v)) for k, v in node.items()}
         return node
 
-    result: dict[str, Any] = walk(msgspec.to_builtins(settings))
+    result: dict[str, Any] = walk(msgspec.to_builtins(settings, enc_hook=_path_as_text))
     return result
 
 

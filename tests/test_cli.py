@@ -106,3 +106,28 @@ async def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert out.decode().strip() == "", out.decode()
     for directive in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=edge"):
         assert directive in text
+
+
+async def test_config_check_and_show_never_print_a_secret(tmp_path: Path) -> None:
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        'store_id = "store-042"\n'
+        "[uplink.hq_http]\n"
+        'url = "https://hq.example"\n'
+        'token = "tok-very-secret-123"\n'
+        "[uplink.netsuite]\n"
+        'consumer_secret = "cs-very-secret-456"\n'
+    )
+    code, out, _ = await _edge("config", "check", str(config))
+    assert code == 0
+    assert "OK (store store-042" in out
+    code, out, _ = await _edge("--config", str(config), "config", "show")
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["store_id"] == "store-042"
+    assert shown["uplink"]["hq_http"] == {**shown["uplink"]["hq_http"], "token": "***"}
+    assert "very-secret" not in out
+    config.write_text('store_id = "store/042"\n')
+    code, _, err = await _edge("config", "check", str(config))
+    assert code == 2
+    assert "store_id" in err

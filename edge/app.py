@@ -316,6 +316,8 @@ class Hub:
             logs=self.recent_logs,
             printers=self.printers if self.printers.printers else None,
         )
+        self.console.scales = self.scales if self.scales.scales else None
+        self.console.displays = self.displays if self.displays.displays else None
         # With a hub identity the console is also served over HTTPS on the store LAN (below);
         # the loopback listener stays plain HTTP for the CLI, so cookies cannot be Secure-only.
         setup_auth(http_app, Accounts.load(settings.console_accounts_path), secure_cookies=False)

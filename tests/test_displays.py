@@ -196,3 +196,16 @@ def test_any_show_request_gets_a_structured_answer(data: dict[str, Any]) -> None
 
     answer = asyncio.run(ask_directly())
     assert answer.get("code") in {"SCHEMA_INVALID", "DEVICE_UNKNOWN", "OFFLINE"}, answer
+
+
+async def test_line_settings_the_port_refuses_are_offline_not_a_crash(
+    tmp_path: Path, broker: MosquittoProcess, display: DisplayEmulator
+) -> None:
+    displays = [{"name": "pole", "port": display.path, "profile": "DM-D110",
+                 "bytesize": 7, "parity": "E"}]  # fmt: skip
+    settings = hub_settings(
+        tmp_path, broker_port=broker.port, devices__displays=displays, devices__timeout_s=1.0
+    )
+    async with run_hub(settings) as hub, lane_client(hub) as lane:
+        answer = await ask(lane, show("t1:display", "Hello"))
+        assert answer["error"]["code"] == "OFFLINE"

@@ -149,3 +149,18 @@ async def test_one_lane_at_a_time_released_when_the_holder_goes_offline(
         assert answer["data"]["weight"] == "1.234"
         released = await one.request(TOPICS.lane_rpc("lane-2", "scale.release"), {"device": "deli"})
         assert released.ok
+
+
+async def test_line_settings_the_port_refuses_are_offline_not_a_crash(
+    tmp_path: Path, broker: MosquittoProcess, scale: ToledoOnPty
+) -> None:
+    """The 8217's own 7E1 on a port that refuses 7 data bits with parity (a pseudo-terminal
+    here; some USB adapters in stores): a structured OFFLINE naming the port, the hub runs on."""
+    async with (
+        hub_with_scale(tmp_path, broker, scale, bytesize=7, parity="E") as hub,
+        lane_client(hub) as lane,
+    ):
+        answer = await weigh(lane)
+        assert answer["error"]["code"] == "OFFLINE"
+        assert scale.path in answer["error"]["message"]
+        assert (await lane.request(TOPICS.hub_rpc("ping"), {})).ok

@@ -30,6 +30,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from edge.bus.errors import RequestError
 from edge.catalogue.service import CatalogueService
 from edge.console.alerts import store_alerts
 from edge.console.outbox_api import item_json
@@ -39,8 +40,10 @@ from edge.lanes.registry import LaneRegistry
 from edge.logs import LEVELS, RecentLogs
 from edge.outbox.service import OutboxService
 from edge.outbox.store import UnknownItem
+from edge.relay.displays import Displays
 from edge.relay.printer import PrinterError
 from edge.relay.printers import Printers
+from edge.relay.scales import Scales
 from edge.security.pki import ROLES
 from edge.security.qr import enroll_uri, qr_svg
 from edge.security.service import Enrollment
@@ -63,6 +66,8 @@ class ConsoleSource:
     logs: RecentLogs
     printers: Printers | None = None
     """The shared printers (None: none configured)."""
+    scales: Scales | None = None
+    displays: Displays | None = None
     enrollment: Enrollment | None = None
     """Device enrollment (None: the hub has no identity yet, `edge init`)."""
     hq: HqLink | None = None
@@ -106,6 +111,8 @@ async def figures(source: ConsoleSource) -> dict[str, Any]:
     lanes = {state.value: n for state, n in source.lanes.counts().items()}
     catalogue = await source.catalogue.status()
     devices = await source.printers.devices() if source.printers is not None else []
+    devices += source.scales.devices() if source.scales is not None else []
+    devices += source.displays.devices() if source.displays is not None else []
     online = sum(1 for d in devices if d.get("online"))
     last = catalogue["last_sync"]
     catalogue_text = (
@@ -214,7 +221,7 @@ async def outbox_action(request: web.Request) -> web.Response:
         raise web.HTTPNotFound()
     key, action = request.match_info["key"], request.match_info["action"]
     reason = await _reason(request, "/outbox")
-    actor = f"console:{request.get(ACCOUNT) or 'anonymous'}"
+    actor = _actor(request)
     try:
         if action == "retry":
             await source.outbox.retry(key, actor, reason)
@@ -231,7 +238,7 @@ async def outbox_retry_parked(request: web.Request) -> web.Response:
     if source.outbox is None:
         raise web.HTTPNotFound()
     reason = await _reason(request, "/outbox")
-    actor = f"console:{request.get(ACCOUNT) or 'anonymous'}"
+    actor = _actor(request)
     count = await source.outbox.retry_all_parked(actor, reason)
     log.info("console: %s re-queued %d parked items (%s)", actor, count, reason)
     raise _back("/outbox", f"{count} parked item(s) re-queued")
@@ -240,6 +247,8 @@ async def outbox_retry_parked(request: web.Request) -> web.Response:
 async def devices_page(request: web.Request) -> web.Response:
     source = request.app[SOURCE]
     devices = await source.printers.devices() if source.printers is not None else []
+    devices += source.scales.devices() if source.scales is not None else []
+    devices += source.displays.devices() if source.displays is not None else []
     shown = request.query.get("preview")
     preview = None
     if shown is not None and any(d["name"] == shown and d["has_preview"] for d in devices):
@@ -255,7 +264,7 @@ async def test_print(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if printers is None or name not in printers.printers:
         raise web.HTTPNotFound(text=f"no device {name!r}")
-    by = f"console:{request.get(ACCOUNT) or 'anonymous'}"
+    by = _actor(request)
     try:
         state = await printers.test_print(name, by=by)
     except PrinterError as exc:
@@ -264,6 +273,47 @@ async def test_print(request: web.Request) -> web.Response:
         {"notice": f"{name}: printed ({state.summary})", "preview": name}
     )
     raise web.HTTPSeeOther(f"/devices?{query}")
+
+
+async def drawer_test(request: web.Request) -> web.Response:
+    printers = request.app[SOURCE].printers
+    name = request.match_info["name"]
+    if printers is None or name not in printers.printers:
+        raise web.HTTPNotFound(text=f"no printer {name!r}")
+    try:
+        state = await printers.test_drawer(name, by=_actor(request))
+    except PrinterError as exc:
+        raise _back("/devices", f"{name}: drawer not opened: {exc} ({exc.code})") from None
+    raise _back("/devices", f"{name}: drawer kicked ({state.summary})")
+
+
+async def weigh(request: web.Request) -> web.Response:
+    scales = request.app[SOURCE].scales
+    name = request.match_info["name"]
+    if scales is None or name not in scales.scales:
+        raise web.HTTPNotFound(text=f"no scale {name!r}")
+    try:
+        reading = await scales.read_for_console(name)
+    except RequestError as exc:
+        raise _back("/devices", f"{name}: no reading: {exc.message} ({exc.code})") from None
+    net = " net" if reading.net else ""
+    raise _back("/devices", f"{name}: {reading.weight} {reading.unit}{net} (stable)")
+
+
+async def display_test(request: web.Request) -> web.Response:
+    displays = request.app[SOURCE].displays
+    name = request.match_info["name"]
+    if displays is None or name not in displays.displays:
+        raise web.HTTPNotFound(text=f"no display {name!r}")
+    try:
+        await displays.test(name, by=_actor(request))
+    except RequestError as exc:
+        raise _back("/devices", f"{name}: not shown: {exc.message} ({exc.code})") from None
+    raise _back("/devices", f"{name}: test text shown")
+
+
+def _actor(request: web.Request) -> str:
+    return f"console:{request.get(ACCOUNT) or 'anonymous'}"
 
 
 async def preview_image(request: web.Request) -> web.Response:
@@ -402,6 +452,9 @@ def add_console(app: web.Application, source: ConsoleSource) -> None:
     app.router.add_get("/devices", devices_page)
     app.router.add_post("/devices/{name}/test-print", test_print)
     app.router.add_get("/devices/{name}/preview.png", preview_image)
+    app.router.add_post("/devices/{name}/drawer-test", drawer_test)
+    app.router.add_post("/devices/{name}/weigh", weigh)
+    app.router.add_post("/devices/{name}/test-display", display_test)
     app.router.add_get("/outbox", outbox_page)
     app.router.add_post("/outbox/items/{key}/{action:retry|park}", outbox_action)
     app.router.add_post("/outbox/retry-parked", outbox_retry_parked)

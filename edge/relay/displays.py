@@ -50,6 +50,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -185,6 +186,34 @@ class Displays:
         assert ctx.lane is not None
         return await self.show(request, ctx.lane)
 
+    def devices(self) -> list[dict[str, Any]]:
+        """For the console's Devices page."""
+        return [
+            {
+                "name": name,
+                "kind": "display",
+                "online": d.online,
+                "summary": d.summary,
+                "address": d.settings.port,
+                "profile": d.settings.profile or d.settings.protocol,
+                "actions": ["test-display"],
+                "last_error": d.last_error,
+                "has_preview": False,
+            }
+            for name, d in self.displays.items()
+        ]
+
+    async def test(self, name: str, *, by: str) -> dict[str, Any]:
+        """Show a test text on a display, for a technician (raises RequestError)."""
+        request = ShowRequest(
+            command_id=f"console-test-{time.time_ns()}",
+            device=name,
+            lines=["store-edge test", f"by {by}"][: self.displays[name].settings.rows],
+        )
+        answer = await self.show(request, "console")
+        log.info("devices: display test on %s by %s", name, by)
+        return answer
+
     async def show(self, request: ShowRequest, lane: str) -> dict[str, Any]:
         """Steps 1-3 of the module docstring; raises :class:`RequestError` for every error."""
         display = self.displays.get(request.device)
@@ -267,8 +296,9 @@ class Displays:
                 # (closing at once) but drain() may return before the connection is lost.
                 if display.writer.transport.is_closing():
                     raise ConnectionError("the line failed while writing")
-        except (OSError, TimeoutError, ValueError) as exc:
-            # ValueError: pyserial refuses the line settings (or the URL) for this port.
+        except (OSError, TimeoutError, ValueError, termios.error) as exc:
+            # ValueError: pyserial refuses the line settings (or the URL) for this port;
+            # termios.error: the port itself refuses them (e.g. 7 data bits on a pty).
             self._close(display)
             raise _LinkDown(f"display {s.name}: {s.port}: {exc!r}") from None
 

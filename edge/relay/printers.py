@@ -321,7 +321,7 @@ class Printers:
                 "summary": p.summary,
                 "address": p.driver.address,
                 "profile": p.settings.profile,
-                "actions": ["test-print"],
+                "actions": ["test-print", "drawer-test"],
                 "last_error": p.last_error,
                 "has_preview": p.preview is not None,
             }
@@ -351,6 +351,15 @@ class Printers:
             state = await printer.driver.print(job)
         printer.preview = await asyncio.to_thread(preview_png, job, printer.settings.columns)
         log.info("devices: test print on %s by %s", name, by)
+        return state
+
+    async def test_drawer(self, name: str, *, by: str) -> PrinterState:
+        """Kick the drawer wired to the printer (pin 2), as a technician's test. Raises
+        KeyError for an unknown printer and :class:`PrinterError` when it cannot."""
+        printer = self.printers[name]
+        async with printer.lock:
+            state = await printer.driver.print(encode_drawer_kick(2))
+        log.info("devices: drawer test on %s by %s", name, by)
         return state
 
 

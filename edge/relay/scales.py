@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,7 +104,9 @@ class Scales:
                 url=s.port, baudrate=s.baudrate, bytesize=s.bytesize, parity=s.parity,
                 stopbits=s.stopbits,
             )  # fmt: skip
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, termios.error) as exc:
+            # termios.error: the port refuses the line settings (a pseudo-terminal or some USB
+            # adapters refuse 7 data bits with parity): a configuration to fix, not a crash.
             raise RequestError(
                 "OFFLINE", f"scale {s.name}: cannot open {s.port}: {exc}", retryable=True
             ) from None
@@ -199,6 +202,37 @@ class Scales:
         self._claim(scale, lane)
         async with scale.lock:
             await self._ask(scale, request)
+
+    # -- the console -----------------------------------------------------------------------
+
+    CONSOLE_LANE: Final = "console"
+    """Who holds a scale while a technician reads it from the console (released at once)."""
+
+    def devices(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        return [
+            {
+                "name": name,
+                "kind": "scale",
+                "online": scale.writer is not None,
+                "summary": ("line open" if scale.writer is not None else "line not open yet")
+                + (f", held by lane {holder}" if (holder := scale.claim.holder(now)) else ""),
+                "address": scale.settings.port,
+                "profile": scale.settings.profile or scale.settings.protocol,
+                "actions": ["weigh"],
+                "last_error": None,
+                "has_preview": False,
+            }
+            for name, scale in self.scales.items()
+        ]  # fmt: skip
+
+    async def read_for_console(self, name: str) -> Reading:
+        """One stable reading for a technician; a lane holding the scale keeps it
+        (CLAIMED_BY_OTHER_LANE), and the console's own claim ends with the reading."""
+        try:
+            return await self.weigh(name, self.CONSOLE_LANE)
+        finally:
+            self.release_lane(self.CONSOLE_LANE)
 
     # -- MQTT ------------------------------------------------------------------------------
 

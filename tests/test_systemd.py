@@ -141,7 +141,8 @@ def test_hub_unit_promises_what_the_hub_does() -> None:
     assert _unit_values("WatchdogSec") == ["30s"]
     assert _unit_values("Restart") == ["on-failure"]
     assert _unit_values("RestartPreventExitStatus") == ["2"]
-    assert _unit_values("LoadCredentialEncrypted") == ["edge-secrets-key"]
+    # The names edge/secrets.py and edge/security/identity.py read.
+    assert _unit_values("LoadCredentialEncrypted") == ["edge-secrets-key", "edge-ca-key"]
     assert _unit_values("StateDirectory") == ["edge"]
     assert _unit_values("User") == ["edge"]
 

@@ -2,7 +2,8 @@
 
 Layout, all under ``<state_dir>/pki/`` (directory 0700, keys 0600)::
 
-    ca.key  ca.pem          the hub CA (its key never leaves the box)
+    ca.key  ca.pem          the hub CA (its key never leaves the box; the key may instead be
+                            the systemd credential ``edge-ca-key``, encrypted at rest)
     server.key  server.pem  the LAN broker listener's and the HTTPS API's certificate
     crl.pem                 revoked device certificates (checked by the broker at each handshake)
     broker.acl              Mosquitto acl_file (rendered from the device register)
@@ -25,7 +26,7 @@ import os
 import secrets
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,9 @@ from edge.security import pki
 from edge.security.enrollment import Grant, PendingCode, render_acl
 
 HUB_USER = "edge-hub"
+CA_KEY_CREDENTIAL = "edge-ca-key"
+"""The CA key as a systemd credential (LoadCredentialEncrypted=edge-ca-key), if it was moved
+out of the state directory (docs/operations.md, "Securing the store")."""
 SERVER_DAYS = 365
 # The CRL is re-signed well before it lapses (a lapsed CRL makes OpenSSL refuse every client).
 CRL_VALID_FOR = dt.timedelta(days=30)
@@ -180,10 +184,24 @@ class Identity:
     """The loaded identity: CA, server certificate, device register. Blocking I/O, small and
     rare: the async service calls it through ``asyncio.to_thread``."""
 
-    def __init__(self, state_dir: Path, topics: Topics) -> None:
+    def __init__(
+        self, state_dir: Path, topics: Topics, env: Mapping[str, str] | None = None
+    ) -> None:
         self.root = pki_dir(state_dir)
         if not (self.root / "ca.pem").is_file():
             raise IdentityError(f"no hub identity in {self.root}: run `edge init --store ID`")
+        env = os.environ if env is None else env
+        credentials = env.get("CREDENTIALS_DIRECTORY", "")
+        sealed = Path(credentials, CA_KEY_CREDENTIAL) if credentials else None
+        # The CA key: the systemd credential when the unit provides one (encrypted at rest,
+        # bound to the machine or its TPM2), else pki/ca.key.
+        self.ca_key_path = sealed if sealed and sealed.is_file() else self.root / "ca.key"
+        if not self.ca_key_path.is_file():
+            raise IdentityError(
+                f"the hub CA's key is neither {self.root / 'ca.key'} nor the systemd credential "
+                f"{CA_KEY_CREDENTIAL}: restore it, or `edge init --force` and enroll every "
+                "device again"
+            )
         self.topics = topics
         self.ca = x509.load_pem_x509_certificate((self.root / "ca.pem").read_bytes())
         self._db_path = self.root / "devices.db"
@@ -232,7 +250,7 @@ class Identity:
         return x509.load_pem_x509_certificate(self.server_cert_path.read_bytes())
 
     def _ca_key(self) -> ec.EllipticCurvePrivateKey:
-        key = serialization.load_pem_private_key((self.root / "ca.key").read_bytes(), None)
+        key = serialization.load_pem_private_key(self.ca_key_path.read_bytes(), None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise IdentityError("ca.key is not an EC private key")
         return key

@@ -257,3 +257,21 @@ def test_enrollment_endpoints_answer_fuzz_with_structured_errors(
     assert status in (400, 401, 403, 429), answer
     assert set(answer["error"]) == {"code", "message"}
     assert [d.name for d in fuzz_identity.devices()] == before  # nothing written
+
+
+async def test_the_ca_key_can_live_in_a_systemd_credential(tmp_path: Path) -> None:
+    identity = make_identity(tmp_path / "state")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (identity.root / "ca.key").rename(credentials / "edge-ca-key")
+    with pytest.raises(IdentityError, match="edge-ca-key"):
+        Identity(tmp_path / "state", identity.topics, env={})
+    sealed = Identity(
+        tmp_path / "state", identity.topics, env={"CREDENTIALS_DIRECTORY": str(credentials)}
+    )
+    service = Enrollment(sealed, hub_id="hub-1", clock=Clock())
+    created = await service.create_code("lane-1", "register")
+    granted = await service.enroll(created.code, new_csr("x")[1], "10.0.0.9")
+    cert = x509.load_pem_x509_certificate(granted.certificate_pem.encode())
+    assert cert.verify_directly_issued_by(sealed.ca) is None
+    assert not (identity.root / "ca.key").exists()

@@ -226,6 +226,21 @@ async def test_edge_lanes_cli_human_and_json(tmp_path: Path, broker: MosquittoPr
         code, out = await _edge("lanes", "--url", url, "show", "REG-404", "--json")
         assert code == 1
         assert json.loads(out)["error"]["code"] == "UNKNOWN_DEVICE"
+        # A technician brings it back; both actions also in --json.
+        code, out = await _edge("lanes", "--url", url, "enroll", "REG-9", "--json")
+        assert code == 0, out
+        assert json.loads(out)["state"] == "enrolled"
+        code, out = await _edge("lanes", "--url", url, "show", "REG-9", "--json")
+        assert code == 0
+        assert json.loads(out)["state"] == "enrolled"
+        code, out = await _edge(
+            "lanes", "--url", url, "retire", "REG-9", "--reason", "stolen", "--json"
+        )
+        assert code == 0, out
+        assert json.loads(out)["state"] == "retired"
+        code, out = await _edge("lanes", "--url", url, "enroll", "REG-9")
+        assert code == 0, out
+        assert "REG-9" in out
     code, out = await _edge("lanes", "--url", url, "list")
     assert code == 3, "hub gone: unreachable"
 

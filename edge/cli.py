@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     ob_retry.add_argument("--reason", default="retried by technician")
     ob_retry.add_argument("--actor", default=None, help="who (default: your login)")
     ob_retry.add_argument("--json", action="store_true")
+    ob_drain = outbox_sub.add_parser(
+        "drain", help="watch the backlog go to the cloud (progress bar) until nothing is pending"
+    )
+    ob_drain.add_argument("--wait", type=float, default=3600.0, help="give up after S seconds")
+    ob_drain.add_argument("--every", type=float, default=0.5, help="refresh every S seconds")
+    ob_drain.add_argument("--json", action="store_true")
     ob_park = outbox_sub.add_parser("park", help="hold a pending item out of delivery")
     ob_park.add_argument("key", help="transaction id")
     ob_park.add_argument("--reason", required=True)

@@ -17,6 +17,7 @@ import urllib.request
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edge.api_client import (
@@ -34,6 +35,8 @@ from edge.api_client import (
 def run_outbox_command(base: str, args: argparse.Namespace) -> int:
     console = Console(highlight=False, soft_wrap=True)
     api = f"{base}/api/v1/outbox"
+    if args.outbox_command == "drain":
+        return _drain(console, api, args)
     actor = getattr(args, "actor", None) or f"{getpass.getuser()}@{socket.gethostname()}"
     try:
         if args.outbox_command == "status":
@@ -112,3 +115,55 @@ def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
         console.print(f"re-queued {body['retried']} parked item(s)")
     else:
         console.print(f"{body['key']}: now {body['status']} (at {time.strftime('%H:%M:%S')})")
+
+
+def _drain(console: Console, api: str, args: argparse.Namespace) -> int:
+    """Watch the backlog go to the cloud (it drains by itself; this only shows it): a progress
+    bar of what was pending at the start (and what arrives meanwhile), until nothing is pending
+    (exit 0) or ``--wait`` seconds pass (exit 1). The cloud's state is shown as it goes."""
+    started = time.monotonic()
+    try:
+        _, first = call(api, args.timeout)
+        total, delivered_at_start = first["pending"], first["delivered"]
+        body = first
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=args.json or not console.is_terminal,
+        ) as progress:
+            task = progress.add_task("sending the backlog", total=max(total, 1))
+            while body["pending"] > 0 and time.monotonic() - started < args.wait:
+                time.sleep(args.every)
+                _, body = call(api, args.timeout)
+                sent = body["delivered"] - delivered_at_start
+                total = max(total, sent + body["pending"])
+                breaker = body["breaker"].get("state", "n/a")
+                progress.update(
+                    task, total=total, completed=sent,
+                    description=f"sending the backlog (cloud: {breaker})",
+                )  # fmt: skip
+    except Unreachable as exc:
+        console.print(f"hub at {api}: UNREACHABLE ({exc})")
+        return EXIT_UNREACHABLE
+    drained = body["pending"] == 0
+    result = {
+        "drained": drained,
+        "pending": body["pending"],
+        "sent": body["delivered"] - delivered_at_start,
+        "parked": body["parked"],
+        "seconds": round(time.monotonic() - started, 1),
+        "breaker": body["breaker"].get("state", "n/a"),
+    }
+    if args.json:
+        print(json.dumps(result))
+    elif drained:
+        console.print(f"backlog sent: {result['sent']} in {result['seconds']} s; nothing pending")
+    else:
+        console.print(
+            f"still {result['pending']} pending after {result['seconds']} s "
+            f"(cloud: {result['breaker']}); the hub keeps sending: see 'edge outbox status'"
+        )
+    return EXIT_OK if drained else EXIT_PROBLEM

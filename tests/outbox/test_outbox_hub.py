@@ -339,3 +339,41 @@ async def test_outbox_cli_human_and_json(tmp_path: Path, broker: MosquittoProces
         ("park", "ana", "training till"),
         ("retry", "ana", "wrong till"),
     ]
+
+
+async def test_outbox_drain_shows_the_backlog_going_out(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """`edge outbox drain`: still pending while the WAN is down (exit 1 at --wait), done once
+    the cloud takes the backlog (exit 0), in both forms."""
+    async with hub_with_cloud(tmp_path, broker) as (hub, hq, wan), lane_client(broker.port) as lane:
+
+        async def edge(*args: str) -> tuple[int, str]:
+            proc = await asyncio.create_subprocess_exec(
+                EDGE, "outbox", "--url", hub.http.url, "drain", "--every", "0.1", *args,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            out, _ = await proc.communicate()
+            assert proc.returncode is not None
+            return proc.returncode, out.decode()
+
+        wan.mode = "refuse"
+        for n in range(60, 65):
+            assert (await lane.request(SUBMIT, sale(n))).ok
+        code, out = await edge("--wait", "0.3", "--json")
+        assert code == 1
+        waiting = json.loads(out)
+        assert (waiting["drained"], waiting["pending"]) == (False, 5)
+        code, out = await edge("--wait", "0.3")
+        assert code == 1
+        assert "still 5 pending" in out
+        wan.mode = "pass"
+        code, out = await edge("--wait", "30", "--json")
+        assert code == 0, out
+        done = json.loads(out)
+        assert done["drained"] is True
+        assert done["pending"] == 0
+        code, out = await edge("--wait", "5")
+        assert code == 0
+        assert "nothing pending" in out
+    assert {sale(n)["txn_id"] for n in range(60, 65)} <= hq.sim.committed.keys()

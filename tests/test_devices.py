@@ -1,6 +1,7 @@
 """Receipt printers driven by the hub: status over the network, jobs refused before they would
-be held inside a printer, debounced presence, retained status on MQTT. Against the printer
-emulator over real TCP."""
+be held inside a printer, debounced presence, retained status on MQTT, and the lanes' commands
+through the relay core (de-duplication, priorities, deadlines, one writer per printer).
+Against the printer emulator over real TCP."""
 
 from __future__ import annotations
 
@@ -14,16 +15,17 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from devices.receipt import Receipt, ReceiptLine, encode_receipt
 from edge.app import Hub
 from edge.bus import Topics
+from edge.bus.envelope import encode
 from edge.bus.errors import RequestError
 from edge.bus.rpc import RequestContext
 from edge.relay.printer import NetworkPrinter, PrinterError
-from edge.relay.printers import Printers, preview_png, status_topic
+from edge.relay.printers import DrawerRequest, Printers, PrintRequest, preview_png, status_topic
 from edge.settings import DevicesSettings, PrinterSettings
 from edge.sim.printer import PrinterEmulator
 from tests.conftest import MosquittoProcess, hub_settings, lane_client, run_hub
@@ -38,13 +40,39 @@ async def emulator() -> AsyncIterator[PrinterEmulator]:
         yield printer
 
 
-def printers_for(emulator: PrinterEmulator, misses: int = 3) -> Printers:
+class Clock:
+    """The relay's clock, moved by the test (deadlines without sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def printers_for(
+    emulator: PrinterEmulator, misses: int = 3, clock: Callable[[], float] | None = None
+) -> Printers:
     settings = DevicesSettings(
         misses_to_offline=misses,
         timeout_s=0.5,
         printers=[PrinterSettings(name="front", host="127.0.0.1", port=emulator.port)],
     )
-    return Printers(settings, None, Topics("s1"), store_id="s1")
+    if clock is None:
+        return Printers(settings, None, Topics("s1"), store_id="s1")
+    return Printers(settings, None, Topics("s1"), store_id="s1", clock=clock)
+
+
+@contextlib.asynccontextmanager
+async def running(printers: Printers) -> AsyncIterator[Printers]:
+    """The printers' workers, expiry timer and status checks, as the hub runs them."""
+    task = asyncio.create_task(printers.run())
+    try:
+        yield printers
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_status_and_a_job_printed(emulator: PrinterEmulator) -> None:
@@ -111,7 +139,8 @@ async def test_the_test_print_preview_is_drawn_from_the_bytes_sent(
     emulator: PrinterEmulator,
 ) -> None:
     printers = printers_for(emulator)
-    await printers.test_print("front", by="tester")
+    async with running(printers):
+        await printers.test_print("front", by="tester")
     job = await emulator.wait_for_job(1)
     preview = printers.printers["front"].preview
     assert preview is not None
@@ -235,14 +264,18 @@ JSON_VALUES = st.one_of(
 
 
 @settings(max_examples=40, deadline=None)
+@example(data=print_command("c1"))
+@example(data={**print_command("c2"), "priority": "report"})
 @given(
     data=st.dictionaries(
-        st.sampled_from(["command_id", "device", "receipt", "pin", "x"]), JSON_VALUES, max_size=5
+        st.sampled_from(["command_id", "device", "receipt", "priority", "pin", "x"]),
+        JSON_VALUES,
+        max_size=6,
     )
 )
 def test_any_print_request_gets_a_structured_answer(data: dict[str, Any]) -> None:
-    """Fuzzed through the hub's own decoder and de-duplication: a structured error, never a
-    crash (a valid request reaches no printer: nothing listens on port 1, OFFLINE)."""
+    """Fuzzed through the hub's own decoder, relay core and worker: a structured error, never
+    a crash (a valid request reaches no printer: nothing listens on port 1, OFFLINE)."""
 
     async def ask() -> dict[str, Any]:
         printer = PrinterSettings(name="front", host="127.0.0.1", port=1)
@@ -251,10 +284,151 @@ def test_any_print_request_gets_a_structured_answer(data: dict[str, Any]) -> Non
         )
         context = RequestContext("r", "device.print", "lane-1", "t", None)
         raw = msgspec.Raw(json.dumps(data).encode())
-        try:
-            return {"ok": await printers._rpc_print(context, raw)}
-        except RequestError as exc:
-            return {"code": exc.code}
+        async with running(printers):
+            try:
+                return {"ok": await printers._rpc_print(context, raw)}
+            except RequestError as exc:
+                return {"code": exc.code}
 
     answer = asyncio.run(ask())
     assert answer.get("code") in {"SCHEMA_INVALID", "DEVICE_UNKNOWN", "OFFLINE"}, answer
+
+
+def print_request(command_id: str, text: str, **extra: Any) -> PrintRequest:
+    return msgspec.convert({**print_command(command_id, text), **extra}, PrintRequest)
+
+
+async def test_three_lanes_printing_at_once_get_every_receipt_once_in_their_order(
+    tmp_path: Path, broker: MosquittoProcess, emulator: PrinterEmulator
+) -> None:
+    """Issue 6, "Done when": three registers sharing one printer, each sending its receipts
+    back-to-back without waiting for the replies. Two jobs interleaved on the wire would print
+    as one mangled receipt; a lost or doubled command is a customer without a receipt or with
+    two; a lane's receipts out of order are a cashier handing out the wrong one."""
+    lanes, receipts = ("lane-1", "lane-2", "lane-3"), 5
+    async with (
+        hub_with_printer(tmp_path, broker, emulator) as hub,
+        lane_client(hub, "lane-1") as one,
+        lane_client(hub, "lane-2") as two,
+        lane_client(hub, "lane-3") as three,
+    ):
+
+        async def send_all(lane: Any, name: str) -> list[dict[str, Any]]:
+            topic = TOPICS.lane_rpc(name, "device.print")
+            replies = []
+            for n in range(receipts):  # each sent as soon as the broker has the previous one
+                data = print_command(f"{name}:t{n}", text=f"{name} receipt {n}")
+                replies.append(await lane.send(topic, encode({"v": 1, "id": f"{n}", "data": data})))
+            async with asyncio.timeout(20):
+                return [msgspec.json.decode(await reply) for reply in replies]
+
+        answers = await asyncio.gather(*(
+            send_all(lane, name) for lane, name in zip((one, two, three), lanes, strict=True)
+        ))  # fmt: skip
+        for replies in answers:
+            assert all(r["ok"] and r["data"]["duplicate"] is False for r in replies), replies
+        await emulator.wait_for_job(len(lanes) * receipts)
+    printed = [job.text for job in emulator.jobs]
+    assert len(printed) == len(lanes) * receipts, "nothing printed twice, nothing merged"
+    for name in lanes:
+        mine = [n for text in printed for n in range(receipts) if f"{name} receipt {n}" in text]
+        assert mine == list(range(receipts)), f"{name}: every receipt once, in its order"
+
+
+async def test_a_receipt_goes_before_a_drawer_kick_before_a_report(
+    emulator: PrinterEmulator,
+) -> None:
+    """A customer's receipt must not wait behind an end-of-day report queued first; the drawer
+    opens right after the receipts (edge.relay.core's PRIORITY_*). Queued before the worker
+    starts, as they are behind a busy printer."""
+    printers = printers_for(emulator)
+    report = asyncio.create_task(
+        printers.print_receipt(print_request("r1", "End of day", priority="report"), "lane-1")
+    )
+    drawer = asyncio.create_task(
+        printers.kick_drawer(DrawerRequest(command_id="d1", device="front", pin=5), "lane-1")
+    )
+    receipt = asyncio.create_task(printers.print_receipt(print_request("c1", "Customer"), "lane-2"))
+    async with running(printers):
+        answers = await asyncio.gather(report, drawer, receipt)
+    assert [a["command_id"] for a in answers] == ["r1", "d1", "c1"]
+    first, second = emulator.jobs
+    assert "Customer" in first.text
+    assert not first.drawer_kicks
+    assert "End of day" in second.text
+    assert second.drawer_kicks == {5: 1}, "the kick ran between the receipt and the report"
+
+
+async def test_a_print_still_queued_at_its_deadline_is_answered_timeout_and_never_printed(
+    emulator: PrinterEmulator,
+) -> None:
+    """A receipt stuck behind a hung printer must not come out minutes later for the next
+    customer: TIMEOUT (retryable, nothing printed), answered once; the re-send prints it once.
+    The relay's clock is the test's, so no sleeping: the deadline passes when we say."""
+    clock = Clock()
+    printers = printers_for(emulator, clock=clock)
+    emulator.fault = "silent"  # a hung printer: takes the connection, never answers
+    first = asyncio.create_task(printers.print_receipt(print_request("t1", "First"), "lane-1"))
+    second = asyncio.create_task(printers.print_receipt(print_request("t2", "Second"), "lane-1"))
+    async with running(printers):
+        await emulator.wait_until(lambda: emulator.bytes_received > 0)  # the worker is stuck
+        assert printers.relay.state_of("t2") == "queued"
+        clock.now += 60  # t2's deadline has passed
+        with pytest.raises(RequestError) as timed_out:
+            await second
+        assert (timed_out.value.code, timed_out.value.retryable) == ("TIMEOUT", True)
+        with pytest.raises(RequestError) as hung:
+            await first
+        assert hung.value.code == "OFFLINE", "t1 met the hung printer: nothing was sent"
+        emulator.fault = None
+        again = await printers.print_receipt(print_request("t2", "Second"), "lane-1")
+        assert again["duplicate"] is False, "a retryable answer lets the re-send run"
+        repeat = await printers.print_receipt(print_request("t2", "Second"), "lane-1")
+        assert repeat["duplicate"] is True
+    assert [job.text.count("Second") for job in emulator.jobs] == [1]
+    assert not any("First" in job.text for job in emulator.jobs)
+
+
+async def test_a_printer_going_offline_fails_its_queue_with_offline(
+    emulator: PrinterEmulator,
+) -> None:
+    """Commands queued for a printer declared offline are answered OFFLINE at once (the lane
+    offers an e-receipt) instead of each waiting out its deadline; new ones are refused."""
+    printers = printers_for(emulator, misses=1, clock=Clock())
+    emulator.fault = "silent"
+    first = asyncio.create_task(printers.print_receipt(print_request("t1", "First"), "lane-1"))
+    queued = asyncio.create_task(printers.print_receipt(print_request("t2", "Second"), "lane-2"))
+    async with running(printers):
+        for task in (first, queued):
+            with pytest.raises(RequestError) as offline:
+                await task
+            assert (offline.value.code, offline.value.retryable) == ("OFFLINE", True)
+        assert not printers.printers["front"].online
+        with pytest.raises(RequestError) as refused:
+            await printers.print_receipt(print_request("t3", "Third"), "lane-1")
+        assert refused.value.code == "OFFLINE"
+        assert printers.relay.depth("front") == 0
+    emulator.fault = None
+    assert emulator.jobs == []
+
+
+async def test_the_console_tests_share_the_queue_and_retry_an_offline_printer(
+    emulator: PrinterEmulator,
+) -> None:
+    """The technician's drawer test and test print go through the printer's one worker, and a
+    printer last seen offline is checked again first (the technician just fixed it)."""
+    printers = printers_for(emulator, misses=1)
+    emulator.fault = "drop"
+    async with running(printers):
+        front = printers.printers["front"]
+        await printers.check(front)
+        assert not front.online
+        emulator.fault = None
+        state = await printers.test_drawer("front", by="tester")
+        assert state.summary == "ready"
+        await emulator.wait_until(lambda: emulator.drawer_kicks[2] == 1)
+        emulator.paper_out = True
+        with pytest.raises(PrinterError) as refused:
+            await printers.test_print("front", by="tester")
+        assert refused.value.code == "PAPER_OUT"
+    assert emulator.jobs == []

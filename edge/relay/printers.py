@@ -1,32 +1,57 @@
-"""The store's receipt printers as the hub runs them: status watched and published, test
-prints with a preview for the console.
+"""The store's receipt printers as the lanes use them: ``device.print`` and ``device.drawer``,
+status watched and published, test prints with a preview for the console.
 
 Theory of operation
 -------------------
-*Status.* Every ``devices.status_every_s`` the hub asks each configured printer for its status
-(:meth:`~edge.relay.printer.NetworkPrinter.status`). A printer is declared offline only after
-``devices.misses_to_offline`` checks in a row got no answer (a printer busy cutting, or a Wi-Fi
-bridge hiccup, must not flap the lanes' status: the Odoo double-print lesson); one answer puts
-it back online. The debounced status is retained on ``store/{store}/device/{name}/status``
-(:func:`status_topic`) and published only when it changes, and again after every reconnection
-of the bus, so a register that connects learns every printer's state at once.
+The decisions are :class:`edge.relay.core.Relay`'s, as for the customer displays
+(:mod:`edge.relay.displays`); this module only does the I/O, through
+:class:`~edge.relay.printer.NetworkPrinter` (raw TCP 9100).
 
-*Printing for the lanes* (MQTT ``device.print`` on the lane's scope, docs/protocol.md §10):
-the lane sends a structured receipt (:class:`devices.receipt.Receipt`) with its own
-``command_id``. The command is de-duplicated by that id: a re-sent command that already
-printed gets the first answer again (``duplicate: true``) and never prints twice; one still
-printing waits for the same outcome; the same id with other content is refused
-(``COMMAND_ID_CONFLICT``). A device error (paper out, cover open, offline) is answered as a
-retryable error and not remembered, so the lane may send the same command again once the
-printer is fixed. ``device.drawer`` opens a cash drawer wired to a printer (pin 2 or 5), with
-the same rules.
+*A command* (MQTT ``device.print`` or ``device.drawer`` on the lane's scope, docs/protocol.md
+§10): a structured receipt (:class:`devices.receipt.Receipt`) or a drawer kick (pin 2 or 5),
+with the lane's own ``command_id``.
 
-*Test print.* :meth:`Printers.test_print` prints a test receipt (store, printer, address,
-profile, time, a barcode) and keeps a preview PNG drawn from the very bytes it sent
-(:mod:`devices.escpos_preview`), which the console shows next to the printer.
+1. The request is decoded (``SCHEMA_INVALID``) and submitted to the relay core with a digest of
+   its content, a priority (a receipt :data:`~edge.relay.core.PRIORITY_RECEIPT`, a drawer kick
+   :data:`~edge.relay.core.PRIORITY_DRAWER`, a report ``"priority": "report"``
+   :data:`~edge.relay.core.PRIORITY_REPORT`: a customer's receipt is never stuck behind an
+   end-of-day report) and a deadline ``devices.timeout_s`` away. A new ``command_id`` is
+   queued; a re-send of one queued or running waits for the same outcome; a re-send of one
+   that finished gets its answer again with ``duplicate: true`` and **never prints twice**;
+   the same id with other content is ``COMMAND_ID_CONFLICT``; ``DEVICE_UNKNOWN``,
+   ``OFFLINE`` (the printer is known to be gone) and ``QUEUE_FULL`` are refused at once.
+   The submission happens before the handler's first ``await``, so the commands of one lane
+   are queued in the order they arrived: a lane's receipts print in its order.
+2. One worker per printer takes the next command (:meth:`Relay.next_for`: highest priority
+   first, in arrival order among equals), encodes a receipt off the event loop, sends it
+   (:meth:`NetworkPrinter.print`: refused before sending when paper is out, the cover open
+   or the printer offline; bounded by ``devices.timeout_s``) and reports the outcome with
+   :meth:`Relay.finish`. Paper out, cover open, a printer error and offline are retryable
+   errors (nothing was printed): a re-send of the same command runs again once the printer
+   is fixed. A receipt the printer cannot lay out (an unreadable logo) is ``SCHEMA_INVALID``.
+3. A command still queued at its deadline is answered ``TIMEOUT`` (retryable) and is never
+   printed (:meth:`Relay.expired`, on a half-second timer): a receipt must not come out
+   minutes after the customer left.
+4. A printer the debouncer declares offline fails every queued command with ``OFFLINE``
+   (:meth:`Relay.set_online`), and new ones are refused ``OFFLINE`` until a check answers.
 
-One job at a time per printer (a lock); status checks and jobs share it, so a check never
-interleaves its requests with a job's bytes.
+*Status.* Every ``devices.status_every_s`` the hub asks each printer for its status
+(:meth:`NetworkPrinter.status`); a job counts the same way (its status answers, or its lost
+connection). :class:`edge.relay.core.StatusDebouncer` declares a printer offline only after
+``devices.misses_to_offline`` misses in a row (a printer busy cutting, or a Wi-Fi bridge
+hiccup, must not flap the lanes' status: the Odoo double-print lesson); one answer puts it
+back online. The debounced status is retained on ``store/{store}/device/{name}/status``
+(:func:`status_topic`), published when it changes and again after every reconnection of the
+bus, so a register that connects learns every printer's state at once.
+
+*The console* (:meth:`Printers.test_print`, :meth:`Printers.test_drawer`) goes through the
+same queue and worker (as lane ``console``; a test print at report priority, so it never
+delays a customer's receipt), after a status check when the printer is known to be offline,
+so a technician who just fixed it gets a real attempt. A test print keeps a preview PNG drawn
+from the very bytes it sent (:mod:`devices.escpos_preview`).
+
+One writer per printer at a time: the worker and the status checks share a lock, so a check
+never interleaves its requests with a job's bytes.
 """
 
 from __future__ import annotations
@@ -37,8 +62,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal
 
@@ -47,14 +71,38 @@ import msgspec
 from devices.escpos_preview import EscPosDecoder, JobEnded, PrintedJob
 from devices.receipt import Barcode, Receipt, encode_drawer_kick, encode_receipt
 from edge.bus.client import Bus
-from edge.bus.errors import BusUnavailable, RequestError
+from edge.bus.errors import BusUnavailable, ErrorCode, RequestError
 from edge.bus.rpc import RequestContext, RpcRouter, decode_data
 from edge.bus.topics import Topics
-from edge.relay.core import DeviceFlags, PublishedStatus, StatusDebouncer
+from edge.relay.core import (
+    PRIORITY_DRAWER,
+    PRIORITY_RECEIPT,
+    PRIORITY_REPORT,
+    Command,
+    CommandKind,
+    Conflict,
+    DeviceError,
+    DeviceFlags,
+    Done,
+    Duplicate,
+    Enqueued,
+    Outcome,
+    PublishedStatus,
+    Refused,
+    Relay,
+    StatusDebouncer,
+    device_error,
+)
 from edge.relay.printer import NetworkPrinter, PrinterError, PrinterState
 from edge.settings import DevicesSettings, PrinterSettings
 
 log = logging.getLogger(__name__)
+
+EXPIRY_TICK_S: Final = 0.5
+"""How often queued commands are checked against their deadline."""
+
+CONSOLE_LANE: Final = "console"
+"""The lane the console's tests are queued as."""
 
 
 class DeviceStatus(msgspec.Struct, kw_only=True):
@@ -75,9 +123,6 @@ class DeviceStatus(msgspec.Struct, kw_only=True):
     """RFC 3339: when ``online`` last changed."""
 
 
-COMMANDS_REMEMBERED: Final = 10_000
-"""Done commands kept for de-duplication (a day of receipts in a busy store)."""
-
 CommandId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{1,100}$")]
 DeviceName = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
 
@@ -89,6 +134,9 @@ class PrintRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Created by the lane; a re-send of the same command carries the same id."""
     device: DeviceName
     receipt: Receipt
+    priority: Literal["receipt", "report"] = "receipt"
+    """``receipt`` (a customer is waiting) runs before ``report`` (an end-of-day report, a
+    reprint) queued for the same printer."""
 
 
 class DrawerRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -97,6 +145,9 @@ class DrawerRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     command_id: CommandId
     device: DeviceName
     pin: Literal[2, 5] = 2
+
+
+PRIORITIES: Final[dict[str, int]] = {"receipt": PRIORITY_RECEIPT, "report": PRIORITY_REPORT}
 
 
 def status_topic(topics: Topics, name: str) -> str:
@@ -116,6 +167,9 @@ class Printer:
     preview: bytes | None = None
     """PNG of the last test print."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One writer on the printer at a time: a job or a status check."""
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a command is queued for this printer."""
 
     @property
     def online(self) -> bool:
@@ -144,7 +198,18 @@ class Printer:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What the worker sends: ``receipt`` encoded for the printer's profile (off the event
+    loop), or ``data`` as it is (a drawer kick, a test print already encoded)."""
+
+    receipt: Receipt | None = None
+    data: bytes = b""
+
+
 class Printers:
+    """The printers of ``settings.printers``: RPC handlers, workers, status (module docstring)."""
+
     def __init__(
         self,
         settings: DevicesSettings,
@@ -152,67 +217,219 @@ class Printers:
         topics: Topics,
         *,
         store_id: str,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self._bus = bus
         self._topics = topics
         self._store_id = store_id
         self._clock = clock
-        self.printers = {
-            p.name: Printer(
+        self._wall_clock = wall_clock
+        self.relay = Relay()
+        self.printers: dict[str, Printer] = {}
+        for p in settings.printers:
+            self.relay.add_device(p.name, "printer")
+            self.printers[p.name] = Printer(
                 p,
                 NetworkPrinter(p.host, p.port, timeout_s=settings.timeout_s),
                 StatusDebouncer(p.name, misses_to_offline=settings.misses_to_offline),
             )
-            for p in settings.printers
-        }
+        self._jobs: dict[str, _Job] = {}
+        """Queued or running commands' jobs, by command id."""
+        self._answers: dict[str, asyncio.Future[Outcome]] = {}
+        """Queued or running commands' outcomes-to-be, shared by their re-sends."""
         self._changed = asyncio.Event()
-        self._commands: OrderedDict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = OrderedDict()
+
+    # -- the lanes' commands ---------------------------------------------------------------
+
+    def register_rpc(self, router: RpcRouter) -> None:
+        router.register("lane", "device.print", self._rpc_print)
+        router.register("lane", "device.drawer", self._rpc_drawer)
+
+    async def _rpc_print(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
+        request = decode_data(data, PrintRequest)
+        assert ctx.lane is not None
+        return await self.print_receipt(request, ctx.lane)
+
+    async def _rpc_drawer(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
+        request = decode_data(data, DrawerRequest)
+        assert ctx.lane is not None
+        return await self.kick_drawer(request, ctx.lane)
+
+    async def print_receipt(self, request: PrintRequest, lane: str) -> dict[str, Any]:
+        """``device.print`` (module docstring, steps 1-4); raises :class:`RequestError`."""
+        outcome, duplicate = await self._run(
+            self._command(request, lane, "print", PRIORITIES[request.priority]),
+            _Job(receipt=request.receipt),
+        )
+        return _answer(request.command_id, outcome, duplicate=duplicate)
+
+    async def kick_drawer(self, request: DrawerRequest, lane: str) -> dict[str, Any]:
+        """``device.drawer`` (module docstring, steps 1-4); raises :class:`RequestError`."""
+        outcome, duplicate = await self._run(
+            self._command(request, lane, "drawer", PRIORITY_DRAWER),
+            _Job(data=encode_drawer_kick(request.pin)),
+        )
+        return _answer(request.command_id, outcome, duplicate=duplicate)
+
+    def _command(
+        self, request: PrintRequest | DrawerRequest, lane: str, kind: CommandKind, priority: int
+    ) -> Command:
+        now = self._clock()
+        return Command(
+            command_id=request.command_id,
+            lane=lane,
+            device=request.device,
+            kind=kind,
+            priority=priority,
+            payload_digest=hashlib.sha256(msgspec.json.encode(request)).hexdigest(),
+            deadline=now + self.settings.timeout_s,
+        )
+
+    async def _run(self, command: Command, job: _Job) -> tuple[Outcome, bool]:
+        """Submit ``command`` and wait for its outcome; True with it when this is a re-send
+        answered with the original's outcome. A refusal is its outcome. Calling contract: no
+        ``await`` before the submission (a lane's commands queue in their arrival order)."""
+        decision = self.relay.submit(command, self._clock())
+        if isinstance(decision, Conflict | Refused):
+            return decision.error, False
+        if isinstance(decision, Duplicate) and decision.outcome is not None:
+            return decision.outcome, True
+        if isinstance(decision, Enqueued):
+            self._jobs[command.command_id] = job
+            answer = asyncio.get_running_loop().create_future()
+            self._answers[command.command_id] = answer
+            self.printers[command.device].wake.set()
+        else:
+            answer = self._answers[command.command_id]
+        # Shielded: a re-send (or the router's timeout) must not cancel the shared answer.
+        outcome = await asyncio.shield(answer)
+        return outcome, not isinstance(decision, Enqueued)
+
+    def _resolve(self, failed: list[tuple[Command, Outcome]]) -> None:
+        for command, outcome in failed:
+            self._settle(command.command_id, outcome)
+
+    def _settle(self, command_id: str, outcome: Outcome) -> None:
+        self._jobs.pop(command_id, None)
+        answer = self._answers.pop(command_id, None)
+        if answer is not None and not answer.done():
+            answer.set_result(outcome)
+
+    # -- the worker ------------------------------------------------------------------------
+
+    async def _work(self, printer: Printer) -> None:
+        name = printer.settings.name
+        while True:
+            printer.wake.clear()
+            command = self.relay.next_for(name, self._clock())
+            if command is None:
+                await printer.wake.wait()
+                continue
+            try:
+                outcome = await self._execute(printer, self._jobs[command.command_id])
+            except Exception:  # a bug must cost one answer, not the printer's worker
+                ref = f"{time.time_ns():x}"[-12:]
+                log.exception("devices: %s on %s failed (ref %s)", command.command_id, name, ref)
+                outcome = DeviceError(
+                    ErrorCode.INTERNAL, False, f"internal error (ref {ref})", name, {"ref": ref}
+                )
+            if self.relay.finish(command.command_id, outcome, self._clock()) == "recorded":
+                self._settle(command.command_id, outcome)
+
+    async def _execute(self, printer: Printer, job: _Job) -> Outcome:
+        """Encode and send one job (module docstring, step 2). Never raises a device fault:
+        it is the outcome."""
+        name = printer.settings.name
+        data = job.data
+        if job.receipt is not None:
+            try:
+                data = await asyncio.to_thread(
+                    encode_receipt, job.receipt, printer.settings.profile
+                )
+            except ValueError as exc:  # e.g. a logo that is not a readable PNG
+                message = f"the receipt cannot be laid out for {name}: {exc}"
+                return DeviceError(ErrorCode.SCHEMA_INVALID, False, message, name)
+        async with printer.lock:
+            try:
+                state = await printer.driver.print(data)
+            except PrinterError as exc:
+                if exc.code == "OFFLINE":
+                    self._observe(printer, None, str(exc))
+                return device_error(exc.code, str(exc), device=name)
+            self._observe(printer, state)
+        return Done({"device": name, "state": state.summary})
+
+    async def _expire(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_TICK_S)
+            self._resolve(self.relay.expired(self._clock()))
 
     # -- status ----------------------------------------------------------------------------
 
     async def check(self, printer: Printer) -> None:
-        """One status check, debounced (module docstring)."""
-        name = printer.settings.name
-        was_online = printer.online
+        """One status check, debounced (module docstring, "Status")."""
         async with printer.lock:
             try:
                 state = await printer.driver.status()
             except PrinterError as exc:
-                printer.last_error = str(exc)
-                self._publish(printer, printer.debounced.missed(time.monotonic()), was_online)
-                if was_online and not printer.online:
-                    log.warning("devices: printer %s offline: %s", name, exc)
+                self._observe(printer, None, str(exc))
                 return
-        printer.last_error = None
-        flags = DeviceFlags(state.paper_near_end, state.paper_out, state.cover_open)
-        changed = state != printer.state
-        printer.state = state
-        self._publish(printer, printer.debounced.observe(True, time.monotonic(), flags), was_online)
-        if not was_online:
-            log.info("devices: printer %s online (%s)", name, state.summary)
-        elif changed:
-            log.info("devices: printer %s: %s", name, state.summary)
-            self._changed.set()  # e.g. an error flag the published flags do not carry
+            self._observe(printer, state)
 
-    def _publish(self, printer: Printer, status: PublishedStatus | None, was_online: bool) -> None:
-        """Note a change of the published status (None: nothing to publish)."""
+    def _observe(self, printer: Printer, state: PrinterState | None, error: str = "") -> None:
+        """A check or a job ended: the printer answered ``state``, or nothing (``error``).
+        Feeds the debouncer, notes what to publish and tells the relay when the printer
+        goes offline or comes back."""
+        name = printer.settings.name
+        now = self._clock()
+        before = printer.debounced.status
+        status: PublishedStatus | None
+        if state is None:
+            printer.last_error = error
+            status = printer.debounced.missed(now)
+        else:
+            printer.last_error = None
+            if state != printer.state and before is not None and before.online:
+                log.info("devices: printer %s: %s", name, state.summary)
+                self._changed.set()  # e.g. an error flag the published flags do not carry
+            printer.state = state
+            flags = DeviceFlags(state.paper_near_end, state.paper_out, state.cover_open)
+            status = printer.debounced.observe(True, now, flags)
         if status is None:
             return
-        if status.online != was_online or printer.since == 0.0:
-            printer.since = self._clock()
+        if before is None or before.online != status.online:
+            printer.since = self._wall_clock()
+            if status.online:
+                summary = state.summary if state is not None else "online"
+                log.info("devices: printer %s online (%s)", name, summary)
+            else:
+                log.warning("devices: printer %s offline: %s", name, error)
+            self._resolve(self.relay.set_online(name, status.online, now))
         self._changed.set()
 
+    # -- running ---------------------------------------------------------------------------
+
     async def run(self) -> None:
-        """Check every printer on the interval and publish changes. Runs until cancelled."""
+        """Workers, status checks and publication. Runs until cancelled."""
         if not self.printers:
             return
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._publish_loop(), name="devices-publish")
-            while True:
-                await asyncio.gather(*(self.check(p) for p in self.printers.values()))
-                await asyncio.sleep(self.settings.status_every_s)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for name, printer in self.printers.items():
+                    tg.create_task(self._work(printer), name=f"printer-{name}")
+                tg.create_task(self._expire(), name="printers-expiry")
+                tg.create_task(self._watch(), name="printers-status")
+                tg.create_task(self._publish_loop(), name="devices-publish")
+        finally:
+            for command_id in list(self._answers):
+                self._settle(command_id, device_error("OFFLINE", "the hub is stopping"))
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.gather(*(self.check(p) for p in self.printers.values()))
+            await asyncio.sleep(self.settings.status_every_s)
 
     async def _publish_loop(self) -> None:
         bus = self._bus
@@ -236,80 +453,6 @@ class Printers:
                 async with asyncio.timeout(self.settings.status_every_s):
                     await self._changed.wait()
 
-    # -- the lanes' commands ---------------------------------------------------------------
-
-    def register_rpc(self, router: RpcRouter) -> None:
-        router.register("lane", "device.print", self._rpc_print)
-        router.register("lane", "device.drawer", self._rpc_drawer)
-
-    def _printer(self, name: str) -> Printer:
-        printer = self.printers.get(name)
-        if printer is None:
-            raise RequestError(
-                "DEVICE_UNKNOWN", f"no shared device {name!r}", retryable=False,
-                details={"known": sorted(self.printers)},
-            )  # fmt: skip
-        return printer
-
-    async def _rpc_print(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
-        request = decode_data(data, PrintRequest)
-        printer = self._printer(request.device)
-
-        async def work() -> dict[str, Any]:
-            job = await asyncio.to_thread(encode_receipt, request.receipt, printer.settings.profile)
-            return await self._send(printer, job)
-
-        return await self._once(request.command_id, bytes(data), work)
-
-    async def _rpc_drawer(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
-        request = decode_data(data, DrawerRequest)
-        printer = self._printer(request.device)
-
-        async def work() -> dict[str, Any]:
-            return await self._send(printer, encode_drawer_kick(request.pin))
-
-        return await self._once(request.command_id, bytes(data), work)
-
-    async def _send(self, printer: Printer, job: bytes) -> dict[str, Any]:
-        try:
-            async with printer.lock:
-                state = await printer.driver.print(job)
-        except PrinterError as exc:
-            raise RequestError(
-                exc.code, str(exc), retryable=True, details={"device": printer.settings.name}
-            ) from None
-        printer.state = state
-        return {"device": printer.settings.name, "state": state.summary}
-
-    async def _once(
-        self, command_id: str, content: bytes, work: Callable[[], Awaitable[dict[str, Any]]]
-    ) -> dict[str, Any]:
-        """Run ``work`` once per ``command_id`` (module docstring: de-duplication)."""
-        digest = hashlib.sha256(content).hexdigest()
-        known = self._commands.get(command_id)
-        if known is not None:
-            if known[0] != digest:
-                raise RequestError(
-                    "COMMAND_ID_CONFLICT",
-                    f"command {command_id} was already sent with other content",
-                    retryable=False,
-                )
-            first = await asyncio.shield(known[1])
-            return {**first, "duplicate": True}
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._commands[command_id] = (digest, future)
-        try:
-            result = {"command_id": command_id, **(await work()), "duplicate": False}
-        except BaseException as exc:
-            del self._commands[command_id]  # not done: the lane may send it again
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiting duplicates get it
-            raise
-        future.set_result(result)
-        while len(self._commands) > COMMANDS_REMEMBERED:
-            self._commands.popitem(last=False)
-        return result
-
     # -- the console -----------------------------------------------------------------------
 
     async def devices(self) -> list[dict[str, Any]]:
@@ -329,7 +472,7 @@ class Printers:
         ]
 
     def test_receipt(self, printer: Printer, by: str) -> Receipt:
-        now = dt.datetime.fromtimestamp(self._clock()).strftime("%Y-%m-%d %H:%M:%S")
+        now = dt.datetime.fromtimestamp(self._wall_clock()).strftime("%Y-%m-%d %H:%M:%S")
         return Receipt(
             header=("store-edge", f"store {self._store_id}", "TEST PRINT"),
             footer=(
@@ -342,25 +485,45 @@ class Printers:
         )
 
     async def test_print(self, name: str, *, by: str) -> PrinterState:
-        """Print a test receipt now and keep its preview. Raises KeyError for an unknown
-        printer and :class:`PrinterError` when it cannot print."""
+        """Print a test receipt through the printer's queue and keep its preview. Raises
+        KeyError for an unknown printer and :class:`PrinterError` when it cannot print."""
         printer = self.printers[name]
         receipt = self.test_receipt(printer, by)
         job = await asyncio.to_thread(encode_receipt, receipt, printer.settings.profile)
-        async with printer.lock:
-            state = await printer.driver.print(job)
+        state = await self._console(printer, "test-print", PRIORITY_REPORT, job)
         printer.preview = await asyncio.to_thread(preview_png, job, printer.settings.columns)
         log.info("devices: test print on %s by %s", name, by)
         return state
 
     async def test_drawer(self, name: str, *, by: str) -> PrinterState:
-        """Kick the drawer wired to the printer (pin 2), as a technician's test. Raises
-        KeyError for an unknown printer and :class:`PrinterError` when it cannot."""
+        """Kick the drawer wired to the printer (pin 2) through the printer's queue, as a
+        technician's test. Raises KeyError for an unknown printer and :class:`PrinterError`
+        when it cannot."""
         printer = self.printers[name]
-        async with printer.lock:
-            state = await printer.driver.print(encode_drawer_kick(2))
+        state = await self._console(printer, "test-drawer", PRIORITY_DRAWER, encode_drawer_kick(2))
         log.info("devices: drawer test on %s by %s", name, by)
         return state
+
+    async def _console(
+        self, printer: Printer, what: str, priority: int, job: bytes
+    ) -> PrinterState:
+        name = printer.settings.name
+        if not printer.online:
+            await self.check(printer)  # just fixed? a real attempt, not the last verdict
+        command = Command(
+            command_id=f"console-{what}-{time.time_ns()}",
+            lane=CONSOLE_LANE,
+            device=name,
+            kind="drawer" if what == "test-drawer" else "print",
+            priority=priority,
+            payload_digest=hashlib.sha256(job).hexdigest(),
+            deadline=self._clock() + self.settings.timeout_s,
+        )
+        outcome, _ = await self._run(command, _Job(data=job))
+        if isinstance(outcome, DeviceError):
+            raise PrinterError(outcome.code, outcome.message)
+        assert printer.state is not None  # a job done has read the state
+        return printer.state
 
 
 def preview_png(job: bytes, columns: int) -> bytes:
@@ -378,3 +541,14 @@ def preview_png(job: bytes, columns: int) -> bytes:
         unknown_commands=last.unknown_commands,
         columns=columns,
     ).preview_png()
+
+
+def _request_error(error: DeviceError) -> RequestError:
+    details = {"device": error.device, **error.details} if error.device else dict(error.details)
+    return RequestError(error.code, error.message, retryable=error.retryable, details=details)
+
+
+def _answer(command_id: str, outcome: Outcome, *, duplicate: bool) -> dict[str, Any]:
+    if isinstance(outcome, DeviceError):
+        raise _request_error(outcome)
+    return {"command_id": command_id, **outcome.detail, "duplicate": duplicate}

@@ -480,16 +480,19 @@ def _encode_qr(printer: Any, payload: str, image_impl: str | None, width: int) -
         _textlns(printer, wrap(printable, width))
 
 
-def encode_drawer_kick(pin: int) -> bytes:
-    """``ESC p m t1 t2`` pulsing drawer-kick ``pin`` (2 or 5) 100 ms on, 100 ms off.
+def encode_drawer_kick(pin: int, *, on_ms: int = 100, off_ms: int = 100) -> bytes:
+    """``ESC p m t1 t2`` pulsing drawer-kick ``pin`` (2 or 5) ``on_ms`` on, ``off_ms`` off.
 
-    These are python-escpos's ``cashdraw(2)`` / ``cashdraw(5)`` bytes, ``1B 70 00 32 32`` /
-    ``1B 70 01 32 32`` (§1.3). The Citizen duty-cycle advice (ON/(ON+OFF) ≤ 0.2, §1.3 [S])
-    concerns repeated pulses; callers kick once per sale. Raises ValueError for another pin.
+    m = 0 selects pin 2, m = 1 pin 5; ON = t1 x 2 ms, OFF = t2 x 2 ms (Epson TM-T88III and
+    TM-U295 specifications, §1.3), so each time is an even number of milliseconds, 2..510.
+    The defaults are python-escpos's ``cashdraw(2)`` / ``cashdraw(5)`` bytes, ``1B 70 00 32 32``
+    / ``1B 70 01 32 32`` (§1.3). The Citizen duty-cycle advice (ON/(ON+OFF) ≤ 0.2, §1.3 [S])
+    concerns repeated pulses; callers kick once per sale. Raises ValueError for another pin or
+    a time ``ESC p`` cannot express.
     """
     if pin not in DRAWER_PINS:
         raise ValueError(f"a drawer kick pulses pin 2 or pin 5, not pin {pin}")
-    printer = _escpos().Dummy()
-    printer.cashdraw(pin)
-    output: bytes = printer.output
-    return output
+    for what, ms in (("on", on_ms), ("off", off_ms)):
+        if not (2 <= ms <= 510 and ms % 2 == 0):
+            raise ValueError(f"ESC p pulses {what} for 2..510 ms in steps of 2, not {ms} ms")
+    return bytes((0x1B, 0x70, DRAWER_PINS.index(pin), on_ms // 2, off_ms // 2))

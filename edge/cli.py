@@ -209,8 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_init(settings, args)
     if args.command == "device":
-        from edge.device_cli import run_device_command
+        from edge.device_cli import run_device_command, run_profiles
 
+        if args.device_command == "profiles":
+            return run_profiles(settings, args)
         sec = settings.security
         https = f"https://{sec.https_host or settings.broker.lan_bind}:{sec.https_port}"
         return run_device_command(_hub_url(settings, args.url), https, args)

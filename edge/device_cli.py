@@ -1,8 +1,11 @@
-"""`edge init` and `edge device add|list|revoke`: the hub's identity and its devices.
+"""`edge init`, `edge device add|list|revoke` and `edge device profiles`: the hub's identity,
+its devices and the device models it knows.
 
 ``edge init`` works on the state directory directly (the hub reads the identity when it starts:
-restart it afterwards). ``edge device`` talks to the running hub over its loopback API, so a
-code, an enrollment and a revocation go through one place that also reloads the broker.
+restart it afterwards). ``edge device add|list|revoke`` talk to the running hub over its
+loopback API, so a code, an enrollment and a revocation go through one place that also reloads
+the broker. ``edge device profiles`` reads the device profiles (``devices.profiles_dir``, or the
+firmware_profiles/ shipped with the hub) directly: it works without a running hub.
 
 Exit codes as in edge.cli: 0 ok, 1 problem (unknown device), 2 usage, 3 hub unreachable.
 """
@@ -16,10 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
 from edge.api_client import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, Unreachable, call, when
+from edge.relay.profiles import DEFAULT_DIR, Profile, ProfileError, drawer_kick, load_profiles
 from edge.security.identity import IdentityError, initialize
 from edge.security.pki import ROLES
 from edge.security.qr import enroll_uri, qr_ascii
@@ -49,6 +54,109 @@ def add_parsers(sub: Any) -> None:
     revoke = device_sub.add_parser("revoke", help="revoke a device at once")
     revoke.add_argument("name")
     revoke.add_argument("--json", action="store_true")
+    profiles = device_sub.add_parser(
+        "profiles", help="the device models the hub knows (firmware profiles; no hub needed)"
+    )
+    profiles.add_argument("--kind", choices=PROFILE_KINDS, default=None)
+    profiles.add_argument("--json", action="store_true")
+
+
+PROFILE_KINDS = ("printer", "scale", "display", "drawer")
+
+
+def run_profiles(settings: Settings, args: argparse.Namespace) -> int:
+    """``edge device profiles [--kind K] [--json]``: every profile of ``devices.profiles_dir``
+    (default: the shipped firmware_profiles/). A malformed file is a configuration error
+    (exit 2) naming the file and the key."""
+    directory = (
+        Path(settings.devices.profiles_dir) if settings.devices.profiles_dir else DEFAULT_DIR
+    )
+    try:
+        profiles = load_profiles(directory)
+    except ProfileError as exc:
+        print(f"edge: device profiles: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    rows = [
+        _profile_row(profile, profiles.path_of(profile))
+        for profile in profiles
+        if args.kind is None or profile.kind == args.kind
+    ]
+    if args.json:
+        print(json.dumps({"profiles_dir": str(directory), "profiles": rows}))
+        return EXIT_OK
+    table = Table("model", "vendor", "kind", "protocol", "key capabilities", "file")
+    for row in rows:
+        model = row["model"]
+        if row["also_known_as"]:
+            model += f" ({', '.join(row['also_known_as'])})"
+        table.add_row(
+            model, row["vendor"], row["kind"], row["protocol"], row["key"], Path(row["file"]).name
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # piped or captured: one profile per line
+    console.print(f"{len(rows)} device profiles in {directory}")
+    console.print(table)
+    return EXIT_OK
+
+
+def _profile_row(profile: Profile, path: Path) -> dict[str, Any]:
+    caps = profile.capabilities
+    facts = {
+        key: value
+        for key, value in msgspec.structs.asdict(caps).items()
+        if key not in ("source", "uncertain") and value not in (None, [], {})
+    }
+    row: dict[str, Any] = {
+        "model": profile.model,
+        "vendor": profile.vendor,
+        "kind": profile.kind,
+        "protocol": profile.protocol,
+        "also_known_as": list(profile.also_known_as),
+        "summary": profile.summary,
+        "capabilities": facts,
+        "uncertain": list(caps.uncertain),
+        "key": _key_capabilities(profile),
+        "file": str(path),
+    }
+    if profile.kind == "drawer":
+        row["drawer_kick"] = drawer_kick(profile).hex(" ")
+    return row
+
+
+def _key_capabilities(profile: Profile) -> str:
+    """A line of what matters most for each kind (the whole set is in --json)."""
+    caps, transport = profile.capabilities, profile.transport
+    parts: list[str]
+    if profile.kind == "printer":
+        parts = [
+            f"{caps.paper_width_mm} mm" if caps.paper_width_mm else "",
+            f"{caps.columns} col",
+            "drawer pins " + "/".join(map(str, caps.drawer_pins)) if caps.drawer_pins else "",
+            f"layout {caps.escpos_profile}",
+        ]
+    elif profile.kind == "scale":
+        parts = [
+            f"{caps.capacity} {caps.unit} by {caps.division}" if caps.capacity else f"{caps.unit}",
+            "zero" if caps.zero else "",
+            "tare" if caps.tare else "",
+            "scanner" if caps.barcode_scanner else "",
+        ]
+    elif profile.kind == "display":
+        parts = [f"{caps.rows} x {caps.columns}"]
+    else:
+        parts = [
+            f"pin {caps.drawer_pin}",
+            f"{caps.pulse_on_ms}/{caps.pulse_off_ms} ms",
+            f"on {caps.printer}",
+            f"kick {drawer_kick(profile).hex(' ')}",
+        ]
+    if transport.baudrate:
+        line = f"{transport.bytesize or ''}{transport.parity or ''}{transport.stopbits or ''}"
+        parts.append(f"{transport.baudrate} {line}".strip())
+    elif transport.tcp_port:
+        parts.append(f"tcp {transport.tcp_port}")
+    return ", ".join(part for part in parts if part)
 
 
 def run_init(settings: Settings, args: argparse.Namespace) -> int:

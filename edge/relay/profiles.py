@@ -7,8 +7,13 @@ A profile says what a model *is*, so that a technician does not have to: how to 
 (USB ids, mDNS TXT, a serial probe and the answer to expect), its transport defaults (TCP
 port; baud rate, data bits, parity, stop bits), the protocol the hub speaks to it, its
 capabilities (paper width, columns, cutter, drawer pins, code pages, a display's rows and
-columns, a scale's capacity and division), the firmware versions we know with their quirks,
-and the settings applied when it is provisioned.
+columns, a scale's capacity and division, a cash drawer's pin and pulse), the firmware versions
+we know with their quirks, and the settings applied when it is provisioned.
+
+*A cash drawer* (kind ``drawer``) has no protocol of its own: it hangs on a printer's
+drawer-kick connector and opens when the printer pulses its pin (``ESC p``, peripherals.md
+§1.3). Its profile names the pin (2 or 5), the pulse (on and off, in ms) and the printer
+profile it hangs on; :func:`drawer_kick` gives the bytes the printer is sent.
 
 Every fact carries its source; a section's ``uncertain`` list names the keys of that section
 that no primary source confirms (peripherals.md tags them [S] or [NV]), so nobody mistakes a
@@ -17,6 +22,8 @@ guess for a measurement. Adding a model is adding a file: the tests validate eve
 1. :func:`load_profiles` reads every ``*.toml`` of a directory; unknown keys, wrong types,
    a model named twice, an ``uncertain`` entry naming a key that is not set, a profile that
    lacks what its kind needs: :class:`ProfileError` naming the file and the key.
+   Across files: a drawer's ``printer`` must be a printer profile whose ``drawer_pins`` hold
+   the drawer's pin.
 2. :meth:`Profiles.get` looks a model up by name (case-insensitive; ``also_known_as`` too).
 3. :func:`fill_from_profiles` runs on the raw settings before they are typed
    (:func:`edge.settings.settings_from_dict`): a ``[[devices.printers]]``, ``scales`` or
@@ -38,6 +45,8 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from devices.receipt import encode_drawer_kick
+
 __all__ = [
     "DEFAULT_DIR",
     "FILLED",
@@ -51,6 +60,7 @@ __all__ = [
     "SerialProbe",
     "Transport",
     "UsbId",
+    "drawer_kick",
     "fill_from_profiles",
     "load_profiles",
 ]
@@ -117,7 +127,8 @@ class Identity(_Sourced, frozen=True, kw_only=True):
     notes: str = ""
 
 
-Link = Literal["tcp", "serial", "usb", "usb-serial", "bluetooth"]
+Link = Literal["tcp", "serial", "usb", "usb-serial", "bluetooth", "drawer-kick"]
+"""``drawer-kick``: wired to a printer's drawer-kick connector (a cash drawer)."""
 
 
 class Transport(_Sourced, frozen=True, kw_only=True):
@@ -154,6 +165,14 @@ class Capabilities(_Sourced, frozen=True, kw_only=True):
     """The host can zero the scale."""
     tare: bool | None = None
     barcode_scanner: bool | None = None
+    # cash drawers
+    drawer_pin: Literal[2, 5] | None = None
+    """The drawer-kick connector pin the drawer's solenoid is wired to."""
+    pulse_on_ms: int | None = None
+    """``ESC p`` ON time: an even number of ms, 2..510."""
+    pulse_off_ms: int | None = None
+    printer: str | None = None
+    """The printer profile (model) the drawer hangs on."""
 
 
 class Firmware(_Strict, frozen=True, kw_only=True):
@@ -174,7 +193,7 @@ class ProvisioningStep(_Strict, frozen=True, kw_only=True):
     uncertain: bool = False
 
 
-Kind = Literal["printer", "scale", "display"]
+Kind = Literal["printer", "scale", "display", "drawer"]
 Protocol = Literal["escpos", "toledo", "magellan", "cas", "scp01", "epson-dmd"]
 
 
@@ -200,6 +219,12 @@ _REQUIRED: Final[dict[Kind, tuple[tuple[str, str], ...]]] = {
     "printer": (("capabilities", "escpos_profile"), ("capabilities", "columns")),
     "scale": (("capabilities", "unit"), ("transport", "baudrate")),
     "display": (("capabilities", "columns"), ("capabilities", "rows"), ("transport", "baudrate")),
+    "drawer": (
+        ("capabilities", "drawer_pin"),
+        ("capabilities", "pulse_on_ms"),
+        ("capabilities", "pulse_off_ms"),
+        ("capabilities", "printer"),
+    ),
 }
 
 #: settings key <- where it comes from in the profile, per kind (a setting the device's entry
@@ -251,6 +276,28 @@ class Profiles:
                     )
                 self._by_name[key] = profile
                 self._where[key] = path
+        for path, profile in sorted(self.by_path.items()):
+            if profile.kind == "drawer":
+                self._check_drawer(path, profile)
+
+    def _check_drawer(self, path: Path, drawer: Profile) -> None:
+        caps = drawer.capabilities
+        assert caps.printer is not None  # checked at load (_REQUIRED)
+        printer = self.get(caps.printer)
+        if printer is None or printer.kind != "printer":
+            known = sorted(p.model for p in self if p.kind == "printer")
+            reason = f"no printer profile {caps.printer!r} (known: {known})"
+            raise ProfileError(path, "capabilities.printer", reason)
+        if caps.drawer_pin not in printer.capabilities.drawer_pins:
+            reason = (
+                f"{printer.model} pulses pins {printer.capabilities.drawer_pins}, "
+                f"not pin {caps.drawer_pin}"
+            )
+            raise ProfileError(path, "capabilities.drawer_pin", reason)
+
+    def path_of(self, profile: Profile) -> Path:
+        """The file ``profile`` was loaded from."""
+        return self._where[profile.model.casefold()]
 
     def get(self, model: str) -> Profile | None:
         return self._by_name.get(model.casefold())
@@ -260,6 +307,18 @@ class Profiles:
 
     def __len__(self) -> int:
         return len(self.by_path)
+
+
+def drawer_kick(profile: Profile) -> bytes:
+    """The bytes a cash drawer's printer is sent to open it: ``ESC p m t1 t2`` with the
+    drawer's pin and pulse (peripherals.md §1.3). Raises ProfileError for a profile that is
+    not a drawer's."""
+    caps = profile.capabilities
+    if profile.kind != "drawer" or caps.drawer_pin is None:
+        raise ProfileError(None, "kind", f"{profile.model} is a {profile.kind}, not a drawer")
+    assert caps.pulse_on_ms is not None  # checked at load (_REQUIRED)
+    assert caps.pulse_off_ms is not None
+    return encode_drawer_kick(caps.drawer_pin, on_ms=caps.pulse_on_ms, off_ms=caps.pulse_off_ms)
 
 
 def load_profile(path: Path) -> Profile:
@@ -376,6 +435,10 @@ def _check(path: Path, profile: Profile) -> None:
     for key, value in (("columns", caps.columns), ("rows", caps.rows)):
         if value is not None and not 1 <= value <= 255:
             raise ProfileError(path, f"capabilities.{key}", "must be 1-255")
+    for key, value in (("pulse_on_ms", caps.pulse_on_ms), ("pulse_off_ms", caps.pulse_off_ms)):
+        if value is not None and not (2 <= value <= 510 and value % 2 == 0):
+            reason = "ESC p pulses 2..510 ms in steps of 2 (t x 2 ms)"
+            raise ProfileError(path, f"capabilities.{key}", reason)
 
 
 def _split_msgspec_error(message: str) -> tuple[str, str]:

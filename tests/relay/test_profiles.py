@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from escpos.capabilities import CAPABILITIES
 
+from devices.escpos_preview import DrawerKicked, EscPosDecoder
 from edge.relay.profiles import (
     DEFAULT_DIR,
     ProfileError,
+    drawer_kick,
     fill_from_profiles,
     load_profile,
     load_profiles,
@@ -35,12 +37,19 @@ CODECS = {
 
 
 def test_the_required_models_are_there() -> None:
+    """Issue 6 item 5: at least 8 real models, printers, scales, a pole display, a drawer."""
     profiles = load_profiles()
+    assert len(profiles) >= 8
     kinds = {(p.kind, p.protocol) for p in profiles}
     assert {("printer", "escpos"), ("scale", "toledo"), ("scale", "magellan")} <= kinds
-    assert ("display", "epson-dmd") in kinds
-    for name in ("TM-T88V", "8217", "Magellan 8400", "DM-D110", "dm-d210"):
+    assert {("display", "epson-dmd"), ("scale", "cas"), ("drawer", "escpos")} <= kinds
+    for name in ("TM-T88V", "TM-T88VI", "TM-m30", "TSP143", "8217", "Magellan 8400", "PD-II",
+                 "DM-D110", "dm-d210", "cash drawer"):  # fmt: skip
         assert profiles.get(name) is not None, name
+    star = profiles.get("TSP143")
+    assert star is not None
+    assert star.protocol == "escpos", "the TSP143 is driven in ESC/POS emulation"
+    assert any(step.setting == "emulation" for step in star.provisioning)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
@@ -200,3 +209,74 @@ def test_profiles_dir_is_read_and_a_broken_file_there_names_itself(tmp_path: Pat
 def test_nothing_is_read_when_no_device_names_a_profile(tmp_path: Path) -> None:
     raw = {"devices": {"profiles_dir": str(tmp_path / "missing"), "scales": []}}
     assert fill_from_profiles(raw) == raw
+
+
+#: Golden drawer-kick bytes per shipped drawer profile: ESC p m t1 t2, m = 0 pin 2 / 1 pin 5,
+#: t x 2 ms (peripherals.md §1.3; python-escpos cashdraw(2) is 1b 70 00 32 32).
+DRAWER_KICKS = {"Cash drawer, printer pin 2": "1b 70 00 32 32"}
+
+DRAWER = (DEFAULT_DIR / "cash-drawer-pin2.toml").read_text()
+PRINTER = (DEFAULT_DIR / "epson-tm-t88vi.toml").read_text()
+
+
+def test_drawer_kick_bytes_per_profile() -> None:
+    """The bytes that open each shipped drawer, and the printer's side (the emulator's
+    decoder) reading them as a kick on the drawer's pin: a wrong m opens nothing, or the
+    other till's drawer."""
+    drawers = [p for p in load_profiles() if p.kind == "drawer"]
+    assert {p.model for p in drawers} == set(DRAWER_KICKS)
+    for profile in drawers:
+        wire = drawer_kick(profile)
+        assert wire == bytes.fromhex(DRAWER_KICKS[profile.model]), profile.model
+        assert EscPosDecoder().feed(wire) == [DrawerKicked(profile.capabilities.drawer_pin or 0)]
+
+
+@pytest.mark.parametrize(
+    ("pin", "on_ms", "off_ms", "wire"),
+    [
+        (2, 100, 100, "1b 70 00 32 32"),
+        (5, 100, 100, "1b 70 01 32 32"),
+        (5, 50, 200, "1b 70 01 19 64"),
+    ],
+)
+def test_a_drawer_on_pin_5_or_with_its_own_pulse_gets_its_bytes(
+    tmp_path: Path, pin: int, on_ms: int, off_ms: int, wire: str
+) -> None:
+    write(tmp_path, PRINTER, "printer.toml")
+    text = DRAWER.replace("drawer_pin = 2", f"drawer_pin = {pin}")
+    text = text.replace("pulse_on_ms = 100", f"pulse_on_ms = {on_ms}")
+    write(tmp_path, text.replace("pulse_off_ms = 100", f"pulse_off_ms = {off_ms}"))
+    drawer = load_profiles(tmp_path).get("cash drawer")
+    assert drawer is not None
+    assert drawer_kick(drawer) == bytes.fromhex(wire)
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "reason"),
+    [
+        (('printer = "TM-T88VI"', 'printer = "TM-T99"'), "capabilities.printer", "no printer"),
+        (("pulse_on_ms = 100", "pulse_on_ms = 101"), "capabilities.pulse_on_ms", "steps of 2"),
+        (("pulse_off_ms = 100", "pulse_off_ms = 600"), "capabilities.pulse_off_ms", "2..510"),
+        (("drawer_pin = 2\n", ""), "capabilities.drawer_pin", "a drawer profile needs it"),
+        (("drawer_pin = 2", "drawer_pin = 3"), "capabilities.drawer_pin", "Invalid enum"),
+    ],
+)
+def test_a_drawer_that_no_printer_can_pulse_is_refused(
+    tmp_path: Path, change: tuple[str, str], key: str, reason: str
+) -> None:
+    write(tmp_path, PRINTER, "printer.toml")
+    old, new = change
+    assert old in DRAWER
+    path = write(tmp_path, DRAWER.replace(old, new, 1))
+    with pytest.raises(ProfileError) as caught:
+        load_profiles(tmp_path)
+    assert (caught.value.path, caught.value.key) == (path, key)
+    assert reason in caught.value.reason
+
+
+def test_a_drawer_on_a_pin_its_printer_does_not_pulse_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, PRINTER.replace("drawer_pins = [2, 5]", "drawer_pins = [5]"), "printer.toml")
+    path = write(tmp_path, DRAWER)
+    with pytest.raises(ProfileError, match="not pin 2") as caught:
+        load_profiles(tmp_path)
+    assert (caught.value.path, caught.value.key) == (path, "capabilities.drawer_pin")

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench chaos schemas deps clean
+.PHONY: demo test lint typecheck pytest bench chaos schemas deps clean image
 
 demo: deps
 	$(BIN)/edge demo
@@ -33,6 +33,24 @@ bench: deps
 CHAOS_ARGS ?=
 chaos: deps
 	$(BIN)/python -m edge.chaos --duration 120 --json test-artifacts/chaos/summary.json $(CHAOS_ARGS)
+
+# The appliance image (image/README.md): a bootable GPT disk image, build/image/store-edge.raw.
+# As root (mkosi uses loop devices and systemd-nspawn); the first build downloads ~300 MB of
+# Debian packages, kept in $(IMAGE_CACHE) for the next one. The hub's wheels come from PyPI
+# through pip's cache. Root tree only: make image IMAGE_ARGS="--format=directory --bootable=no"
+IMAGE_CACHE ?= $(HOME)/.cache/store-edge-image
+IMAGE_OUT ?= build/image/store-edge.raw
+IMAGE_ARGS ?=
+image: deps
+	@command -v mkosi >/dev/null && command -v debootstrap >/dev/null \
+	  && command -v systemd-nspawn >/dev/null && command -v mkfs.fat >/dev/null || { \
+	  echo "installing the Debian packages mkosi, debootstrap, systemd-container, dosfstools"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    mkosi debootstrap systemd-container dosfstools e2fsprogs fdisk binutils; }
+	mkdir -p $(IMAGE_CACHE)/apt $(dir $(abspath $(IMAGE_OUT)))
+	cd image && $(SUDO) mkosi --nspawn-keep-unit --cache=$(IMAGE_CACHE)/apt \
+	  --output=$(abspath $(IMAGE_OUT)) --force $(IMAGE_ARGS) build
 
 schemas: deps
 	$(BIN)/python -m edge.schemas

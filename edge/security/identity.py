@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import os
 import secrets
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -73,7 +74,12 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -100,31 +106,44 @@ def initialize(
     force: bool = False,
 ) -> Identity:
     """Create the hub's identity. Refuses to replace an existing CA unless ``force``: every
-    enrolled device trusts it, so a new CA means enrolling every device again."""
+    enrolled device trusts it, so a new CA means enrolling every device again.
+
+    All or nothing: everything is made in ``<state_dir>/.pki-init/pki`` and renamed into place
+    at the end, so an interrupted ``edge init`` leaves no half identity (a ``ca.pem`` without a
+    server certificate would make the hub crash-loop, and first boot would not run again)."""
     root = pki_dir(state_dir)
     if is_initialized(state_dir) and not force:
         raise IdentityError(
             f"{root} already holds a hub CA (devices trust it); "
             "pass --force to replace it and enroll every device again"
         )
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(root, 0o700)
+    staging = state_dir / ".pki-init"
+    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left
+    new = pki_dir(staging)
+    new.mkdir(parents=True, mode=0o700)
+    os.chmod(new, 0o700)
     ca_key = pki.new_key()
     ca = pki.new_ca(store_id, hub_id, ca_key, now)
-    atomic_write(root / "ca.key", pki.key_pem(ca_key))
-    atomic_write(root / "ca.pem", ca.pem.encode(), 0o644)
+    atomic_write(new / "ca.key", pki.key_pem(ca_key))
+    atomic_write(new / "ca.pem", ca.pem.encode(), 0o644)
     if hq_public_key is not None:
-        atomic_write(root / "hq-signing.pub", hq_public_key, 0o644)
+        atomic_write(new / "hq-signing.pub", hq_public_key, 0o644)
     password = secrets.token_urlsafe(32)
-    atomic_write(root / "hub.secret", password.encode())
-    atomic_write(root / "broker.passwd", f"{HUB_USER}:{mosquitto_hash(password)}\n".encode())
-    db = root / "devices.db"
-    if force:
-        db.unlink(missing_ok=True)
-    identity = Identity(state_dir, Topics(store_id))
-    identity.issue_server_certificate(hub_id=hub_id, names=names, addresses=addresses, now=now)
-    identity.publish_rules(now)
-    return identity
+    atomic_write(new / "hub.secret", password.encode())
+    atomic_write(new / "broker.passwd", f"{HUB_USER}:{mosquitto_hash(password)}\n".encode())
+    staged = Identity(staging, Topics(store_id), env={})
+    staged.issue_server_certificate(hub_id=hub_id, names=names, addresses=addresses, now=now)
+    staged.publish_rules(now)
+    # The paths inside the files (none) do not name the staging directory: move it in.
+    old = state_dir / ".pki-replaced"
+    shutil.rmtree(old, ignore_errors=True)
+    if root.exists():
+        root.rename(old)
+    new.rename(root)
+    _fsync_dir(state_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    return Identity(state_dir, Topics(store_id), env={})
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from edge.security.enrollment import (
     new_code,
     normalize,
 )
-from edge.security.identity import Identity, IdentityError, initialize
+from edge.security.identity import Identity, IdentityError, initialize, is_initialized
 from edge.security.service import Enrollment
 from edge.sim.enroll_client import new_csr
 
@@ -275,3 +275,29 @@ async def test_the_ca_key_can_live_in_a_systemd_credential(tmp_path: Path) -> No
     cert = x509.load_pem_x509_certificate(granted.certificate_pem.encode())
     assert cert.verify_directly_issued_by(sealed.ca) is None
     assert not (identity.root / "ca.key").exists()
+
+
+def test_init_is_all_or_nothing(tmp_path: Path) -> None:
+    """A failure half-way (here a malformed --ip, met after the CA was made) leaves no
+    identity, and on --force the previous one untouched: the hub never sees a CA without
+    its server certificate."""
+    state = tmp_path / "state"
+
+    def init(address: str, *, force: bool = False) -> Identity:
+        return initialize(
+            state, store_id="s1", hub_id="hub-1", names=[], addresses=[address],
+            hq_public_key=None, now=dt.datetime.fromtimestamp(START, dt.UTC), force=force,
+        )  # fmt: skip
+
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
+        init("10.0.0.300")
+    assert not is_initialized(state)
+    assert not (state / "pki").exists()
+    first = init("10.0.0.2")
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
+        init("nonsense", force=True)
+    assert Identity(state, first.topics, env={}).ca_fingerprint == first.ca_fingerprint
+    second = init("10.0.0.3", force=True)
+    assert second.ca_fingerprint != first.ca_fingerprint
+    assert second.server_cert_path.is_file()
+    assert sorted(p.name for p in state.iterdir()) == ["pki"]

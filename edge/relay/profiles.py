@@ -38,6 +38,7 @@ Pure apart from reading the directory: no asyncio, no sockets.
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -65,7 +66,15 @@ __all__ = [
     "load_profiles",
 ]
 
-DEFAULT_DIR: Final = Path(__file__).resolve().parent.parent.parent / "firmware_profiles"
+def _shipped_profiles() -> Path:
+    """firmware_profiles/ of a source checkout (editable install), else the copy a wheel
+    installs under ``<prefix>/share/store-edge/`` (pyproject's data-files)."""
+    source = Path(__file__).resolve().parents[2] / "firmware_profiles"
+    installed = Path(sys.prefix) / "share" / "store-edge" / "firmware_profiles"
+    return source if source.is_dir() else installed
+
+
+DEFAULT_DIR: Final = _shipped_profiles()
 """The profiles shipped with the hub (``devices.profiles_dir`` overrides it)."""
 
 

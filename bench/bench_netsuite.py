@@ -15,7 +15,8 @@ A third case posts the 300 ms backlog while the hub reads a large catalogue from
 account (``[catalogue] source = "netsuite"``, 50,000 items, started with the hub): the figure
 is the posting rate during the sync against the posting rate without it, measured in the same
 run. The catalogue read shares the account's concurrency limit; postings have priority
-(edge.uplink.netsuite.connector.AccountSlots: a read waits for a quiet second, or 5 s at most):
+(edge.uplink.netsuite.connector.AccountSlots: a read waits for room at the postings' recent
+peak, or 5 s at most):
 the target is >= 75 % of the undisturbed rate, and the catalogue must still be reading when the
 last sale lands (else the figure would not be "during").
 

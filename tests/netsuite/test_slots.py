@@ -72,3 +72,21 @@ async def test_a_cancelled_waiter_leaves_the_count_right() -> None:
     done.set()
     await hold(slots, got, done, False)  # and the next posting gets the slot at once
     assert got.is_set()
+
+
+async def test_a_lightly_used_account_lets_a_background_read_through_at_once() -> None:
+    """Two postings in flight on a 5-request account: room is left, the catalogue reads now
+    (the demo's lanes post all the time, and its first download must not wait 5 s a page)."""
+    slots = AccountSlots(5, background_wait_s=3600)
+    held = [(asyncio.Event(), asyncio.Event()) for _ in range(2)]
+    postings = [asyncio.create_task(hold(slots, got, done, False)) for got, done in held]
+    for got, _ in held:
+        await got.wait()
+    b_got, b_done = asyncio.Event(), asyncio.Event()
+    b_done.set()
+    async with asyncio.timeout(1):
+        await hold(slots, b_got, b_done, True)
+    assert b_got.is_set()
+    for _, done in held:
+        done.set()
+    await asyncio.gather(*postings)

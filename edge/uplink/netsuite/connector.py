@@ -37,9 +37,9 @@ no answer in ``timeout_s``       RetryLater(timeout)
 
 Governance: every HTTP request (token, query, upsert) takes a slot of :class:`AccountSlots`, the
 account-wide limit of ``concurrency`` concurrent requests (default 5, ref §6). Postings have
-priority: background reads (the catalogue, the day's reconciliation queries) take a slot only
-while another one stays free for postings, or once they have waited ``background_wait_s`` and
-no posting is waiting, so a catalogue sync neither stops a backlog drain nor starves behind it.
+priority: background reads (the catalogue) take a slot only while postings leave room at their
+recent peak, or once they have waited ``background_wait_s`` with no posting waiting, so a
+catalogue sync neither slows a backlog drain nor starves behind it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -95,11 +94,12 @@ class AccountSlots:
     """The account's concurrency limit, with priority for postings over background reads.
 
     A posting takes any free slot, ahead of every waiting background read. A background read
-    starts when postings are quiet (none started for ``foreground_quiet_s``: a backlog drain
-    keeps starting them), or, so that it is never starved, once it has waited
-    ``background_wait_s`` and a slot is free with no posting waiting. Postings finish in waves
-    (they start together and take the same time), so "a slot is free right now" says nothing
-    about demand: the quiet period does.
+    (the catalogue, the reconciliation's queries) starts when postings left at least two slots
+    unused at their peak over the last ``window_s`` (so one stays free for the next posting),
+    or, so that it is never starved, once it has waited ``background_wait_s`` and a slot is
+    free with no posting waiting. The recent peak, not "a slot is free right now", is the
+    measure of demand: a backlog drain posts in waves (postings start together and take the
+    same time), and a read slipping into every gap between waves took a fifth of the account.
     """
 
     def __init__(
@@ -107,27 +107,43 @@ class AccountSlots:
         limit: int,
         *,
         background_wait_s: float = 5.0,
-        foreground_quiet_s: float = 1.0,
+        window_s: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = limit
         self.busy = 0
+        self._foreground = 0
         self._foreground_waiting = 0
-        self._last_foreground = -math.inf
         self._background_wait_s = background_wait_s
-        self._foreground_quiet_s = foreground_quiet_s
+        self._window_s = window_s
         self._monotonic = monotonic
+        self._window_start = monotonic()
+        self._peak = 0
+        self._previous_peak = 0
         self._changed = asyncio.Condition()
 
+    def recent_peak(self) -> int:
+        """The most postings in flight at once over the last one to two windows."""
+        now = self._monotonic()
+        elapsed = now - self._window_start
+        if elapsed >= self._window_s:
+            self._previous_peak = self._peak if elapsed < 2 * self._window_s else 0
+            self._peak = self._foreground
+            self._window_start = now
+        return max(self._previous_peak, self._peak)
+
     def _background_wait(self, started: float) -> float | None:
-        """0 when a background read may start now, else how long until it may (None: until
-        something changes)."""
+        """0 when a background read may start now, else how long to wait before looking
+        again (None: until a slot is released)."""
         if self._foreground_waiting or self.busy >= self.limit:
             return None
+        if self.recent_peak() <= self.limit - 2:
+            return 0.0
         now = self._monotonic()
-        until_quiet = self._last_foreground + self._foreground_quiet_s - now
         until_bound = started + self._background_wait_s - now
-        return max(0.0, min(until_quiet, until_bound))
+        if until_bound <= 0:
+            return 0.0
+        return min(until_bound, self._window_start + self._window_s - now)
 
     @contextlib.asynccontextmanager
     async def slot(self, *, background: bool = False) -> AsyncIterator[None]:
@@ -136,7 +152,7 @@ class AccountSlots:
                 started = self._monotonic()
                 while (left := self._background_wait(started)) != 0:
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(left):
+                        async with asyncio.timeout(max(left, 0.001) if left else None):
                             await self._changed.wait()
             else:
                 self._foreground_waiting += 1
@@ -144,13 +160,16 @@ class AccountSlots:
                     await self._changed.wait_for(lambda: self.busy < self.limit)
                 finally:
                     self._foreground_waiting -= 1
-                self._last_foreground = self._monotonic()
+                self._foreground += 1
+                self._peak = max(self._peak, self._foreground)
             self.busy += 1
         try:
             yield
         finally:
             async with self._changed:
                 self.busy -= 1
+                if not background:
+                    self._foreground -= 1
                 self._changed.notify_all()
 
 

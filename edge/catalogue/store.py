@@ -678,6 +678,8 @@ class CatalogueStore:
             snapshot_threads, thread_name_prefix="catalogue-snapshot"
         )
         self._local = threading.local()
+        self._probe: sqlite3.Connection | None = None
+        self._probe_lock = threading.Lock()
         self._closed = True
         self._epoch = ""
         self._live: tuple[int, int] = (-1, 0)  # (version, records): the snapshot size cache
@@ -694,6 +696,10 @@ class CatalogueStore:
         if self._closed:
             return
         self._closed = True
+        with self._probe_lock:
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
         loop = asyncio.get_running_loop()
         for pool in (self._writer_pool, self._reader_pool):
             await loop.run_in_executor(pool, self._close_local)
@@ -968,6 +974,23 @@ class CatalogueStore:
             await loop.run_in_executor(self._snapshot_pool, end)
 
     # -- lookups ---------------------------------------------------------------------------------
+
+    def knows_sku(self, sku: str) -> bool:
+        """Does the catalogue hold ``sku``? For the intake's review flag (``UNKNOWN_SKU``):
+        blocking, but one primary-key probe (microseconds), so it is called straight from the
+        event loop or a validation thread, on its own connection. True while the store holds
+        no catalogue yet, or is closed: nothing to judge a sale by, and a flag on every line
+        would only hide the real ones."""
+        with self._probe_lock:
+            if self._closed:
+                return True
+            if self._probe is None:
+                self._probe = self._connect(reader=True)
+            db = self._probe
+            if int(_meta(db, "version") or 0) == 0:
+                return True
+            row = db.execute("SELECT 1 FROM items WHERE sku = ?", (sku,)).fetchone()
+        return row is not None
 
     async def item_by_sku(self, sku: str) -> Item | None:
         row = await self._on_reader(

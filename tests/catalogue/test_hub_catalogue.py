@@ -35,6 +35,7 @@ from edge.sim.hq_catalogue import (
     run_hq_catalogue,
 )
 from tests.conftest import MosquittoProcess, hub_settings, lane_client, run_hub
+from tests.outbox.test_outbox_hub import SUBMIT, sale
 
 WAIT = 20.0
 TOPICS = Topics("s1")
@@ -290,3 +291,25 @@ async def test_the_technician_commands(tmp_path: Path, broker: MosquittoProcess,
             assert "lane-1" in status
             assert "price: 2.50 (base)" in found
             assert "ITEM_NOT_FOUND" in missing
+
+
+async def test_a_sale_of_an_item_the_catalogue_lacks_is_accepted_and_flagged(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """The sale happened: it is acknowledged and queued; the line whose SKU the store's
+    catalogue does not hold carries UNKNOWN_SKU for review (issue 3)."""
+    async with store_with_hq(tmp_path, broker, items=300) as (hub, _):
+        await first_sync(hub)
+        known = sale(1)
+        for n, line in enumerate(known["lines"]):
+            line["sku"] = generated_sku(n + 3)
+        unknown = sale(2)
+        async with lane_client(hub, "lane-1") as lane:
+            accepted = msgspec.to_builtins(await lane.request(SUBMIT, known))
+            flagged = msgspec.to_builtins(await lane.request(SUBMIT, unknown))
+    assert accepted["ok"], accepted
+    assert accepted["data"]["flags"] == []
+    assert flagged["ok"], flagged
+    codes = {f["code"] for f in flagged["data"]["flags"]}
+    assert codes == {"UNKNOWN_SKU"}
+    assert {f["sku"] for f in flagged["data"]["flags"]} == {li["sku"] for li in unknown["lines"]}

@@ -179,10 +179,10 @@ async def test_the_hub_retains_each_printers_status_on_mqtt(
 
 @contextlib.asynccontextmanager
 async def hub_with_printer(
-    tmp_path: Path, broker: MosquittoProcess, emulator: PrinterEmulator
+    tmp_path: Path, broker: MosquittoProcess, emulator: PrinterEmulator, **extra: Any
 ) -> AsyncIterator[Hub]:
     printers = [{"name": "front", "host": "127.0.0.1", "port": emulator.port}]
-    settings = hub_settings(tmp_path, broker_port=broker.port, devices__printers=printers)
+    settings = hub_settings(tmp_path, broker_port=broker.port, devices__printers=printers, **extra)
     async with run_hub(settings) as hub:
         yield hub
 
@@ -249,6 +249,37 @@ async def test_a_print_refused_for_paper_out_prints_once_when_resent_after_the_f
         done = msgspec.to_builtins(await lane.request(PRINT, print_command("t3:receipt")))
         assert done["data"]["duplicate"] is False
     assert len(emulator.jobs) == 1
+
+
+@pytest.mark.parametrize(
+    ("trouble", "code"), [("paper_out", "PAPER_OUT_DURING_JOB"), ("silent", "UNCONFIRMED")]
+)
+async def test_trouble_after_the_job_was_sent_is_final_and_a_resend_never_prints_twice(
+    tmp_path: Path, broker: MosquittoProcess, emulator: PrinterEmulator, trouble: str, code: str
+) -> None:
+    """The roll ends mid-job, or the printer hangs once it has the job: the job is in the
+    printer (it prints when the trouble is cleared), so the answer is an error that is not
+    retryable, a re-send of the same command gets it again, and the receipt prints once
+    (the Odoo double-print lesson; issue 6, "paper out mid-job")."""
+    async with (
+        hub_with_printer(tmp_path, broker, emulator, devices__timeout_s=0.5) as hub,
+        lane_client(hub, "lane-1") as lane,
+    ):
+        emulator.next_job_fault = trouble  # type: ignore[assignment]
+        first = msgspec.to_builtins(await lane.request(PRINT, print_command("t7:receipt")))
+        assert (first["error"]["code"], first["error"]["retryable"]) == (code, False)
+        assert emulator.jobs == [], "held in the printer, not printed yet"
+        if trouble == "paper_out":
+            emulator.paper_out = False  # paper loaded: the rest of the job prints
+        else:
+            emulator.fault = None  # the printer wakes up and prints what it holds
+        await emulator.wait_for_job(1)
+        again = msgspec.to_builtins(await lane.request(PRINT, print_command("t7:receipt")))
+        assert again["error"]["code"] == code, "the same answer, not a second print"
+        following = await lane.request(PRINT, print_command("t8:receipt", text="Tea"))
+        assert following.ok, following.error
+        await emulator.wait_for_job(2)
+    assert [("Tea" in job.text) for job in emulator.jobs] == [False, True]
 
 
 JSON_VALUES = st.one_of(

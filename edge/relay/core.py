@@ -130,6 +130,16 @@ DEVICE_ERROR_CODES: Final[Mapping[str, tuple[bool, str]]] = {
     "PAPER_OUT": (True, "The printer is out of paper; nothing was printed."),
     "COVER_OPEN": (True, "The printer's cover is open; nothing was printed."),
     "PRINTER_ERROR": (True, "The printer reports an error (cutter, jam); nothing was printed."),
+    "PAPER_OUT_DURING_JOB": (
+        False,
+        "The paper ran out during the job: the printer prints the rest once paper is loaded. "
+        "Do not send it again (a re-send gets this answer, never a second print).",
+    ),
+    "UNCONFIRMED": (
+        False,
+        "The job reached the printer, which stopped answering before confirming it: check "
+        "the printout before printing again (a re-send gets this answer, never a second print).",
+    ),
     "WEIGHT_UNSTABLE": (True, "The weight did not settle; keep the platter still and retry."),
     "OVER_CAPACITY": (False, "The load is over the scale's capacity."),
     "UNDER_ZERO": (True, "The scale reads below zero; clear the platter and zero it."),

@@ -152,8 +152,11 @@ class NetworkPrinter:
 
     async def print(self, job: bytes) -> PrinterState:
         """Send one job; returns the state once the printer has taken it. Raises
-        :class:`PrinterError` before sending when it cannot print, or ``OFFLINE`` when it
-        stops answering."""
+        :class:`PrinterError`: before sending when it cannot print (``OFFLINE``,
+        ``PAPER_OUT``, ...); after sending, ``PAPER_OUT_DURING_JOB`` when the paper ran out
+        during it, ``UNCONFIRMED`` when the printer stopped answering. Those two are final:
+        the job may well print (the rest, once paper is loaded), so a re-send must not."""
+        sent = False
         try:
             async with asyncio.timeout(self.timeout_s), self._connection() as (reader, writer):
                 before = await self._state(reader, writer)
@@ -161,8 +164,18 @@ class NetworkPrinter:
                     raise refused
                 # The answers to the requests after the job come once the job's bytes have
                 # reached the printer (one TCP stream, in order): the barrier and the state.
-                return await self._state(reader, writer, before=job)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+                sent = True
+                after = await self._state(reader, writer, before=job)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, FrameError) as exc:
+            if sent:
+                raise PrinterError(
+                    "UNCONFIRMED", f"{self.address} stopped answering after the job: {exc!r}"
+                ) from None
             raise PrinterError("OFFLINE", f"{self.address} stopped answering: {exc!r}") from None
-        except FrameError as exc:
-            raise PrinterError("OFFLINE", f"{self.address} answered garbage: {exc}") from None
+        if after.paper_out:
+            raise PrinterError(
+                "PAPER_OUT_DURING_JOB",
+                f"{self.address}: the paper ran out during the job; the rest prints once "
+                "paper is loaded",
+            )
+        return after

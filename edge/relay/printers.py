@@ -355,7 +355,7 @@ class Printers:
             try:
                 state = await printer.driver.print(data)
             except PrinterError as exc:
-                if exc.code == "OFFLINE":
+                if exc.code in ("OFFLINE", "UNCONFIRMED"):
                     self._observe(printer, None, str(exc))
                 return device_error(exc.code, str(exc), device=name)
             self._observe(printer, state)

@@ -51,6 +51,8 @@ knob                effect
 ``fault``           ``None``; ``"drop"``: open connections are reset (RST) and new ones reset
                     on accept; ``"silent"``: a hung printer, data is read and held, nothing is
                     answered or printed (a request sent meanwhile is never answered)
+``next_job_fault``  ``"paper_out"`` or ``"silent"`` strikes when the next job arrives (before it
+                    prints: it is held until the knob it set is cleared)
 ==================  =========================================================================
 
 Waiting (no sleeps): :meth:`PrinterEmulator.wait_for_job` returns the Nth job once it is
@@ -159,6 +161,10 @@ class PrinterEmulator:
 
     paper_near_end = _Knob()
     paper_out = _Knob()
+    next_job_fault: Literal["paper_out", "silent"] | None = None
+    """Scripted trouble during the next job (the data holding print bytes): ``"paper_out"``
+    (the roll ends mid-job: the job is held, the status answers say paper end) or
+    ``"silent"`` (the printer hangs after taking the job: nothing more is answered)."""
     cover_open = _Knob()
     offline = _Knob()
     drawer_pin3_high = _Knob()
@@ -350,11 +356,19 @@ class PrinterEmulator:
                 if not chunk:
                     break
                 self.bytes_received += len(chunk)
+                requests = scanner.feed(chunk)
+                if self.next_job_fault is not None and len(chunk) > 3 * len(requests):
+                    # A job arrives and the scripted trouble strikes while it prints: it is
+                    # held (printed when the trouble is cleared), the answers say why.
+                    if self.next_job_fault == "paper_out":
+                        self.paper_out = True
+                    else:
+                        self.fault = "silent"
+                    self.next_job_fault = None
                 # Execute first (if the printer can), then answer: a client that has its
                 # status byte knows that everything it sent before the request was executed.
                 self._held += chunk
                 self._state_changed()
-                requests = scanner.feed(chunk)
                 if requests and self._fault is None:
                     for request in requests:
                         self.status_requests[request] += 1

@@ -3,9 +3,11 @@ TaskGroup. Nothing else wires components or reaches for globals.
 
 Theory of operation
 -------------------
-Start, in order: the managed broker (and wait until it accepts connections), the bus (connects
-and reconnects by itself), the HTTP server; once the bus is connected, tell systemd READY=1 and
-start the watchdog pings.
+Start, in order: open the stores (outbox, catalogue, lanes); the managed broker (and wait until
+it accepts connections); the bus (connects and reconnects by itself); the HQ link, the outbox
+sender, the catalogue service, the printers and displays, the identity's certificate upkeep;
+the HTTP server (loopback, and HTTPS on the store LAN once the hub has its identity); mDNS
+discovery. Once the bus is connected, tell systemd READY=1 and start the watchdog pings.
 
 Stop (SIGTERM/SIGINT or :meth:`Hub.request_stop`), bounded by ``shutdown.grace_s``: STOPPING=1;
 the bus refuses new requests, lets in-flight ones finish, publishes the offline presence; then

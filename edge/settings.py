@@ -263,8 +263,9 @@ class LanesSettings(_Section):
     """The register registry and its lifecycle timers."""
 
     auto_enroll: bool = True
-    """A register that speaks on the broker is enrolled on first contact (until certificate
-    enrollment is required); one seen only on mDNS waits for a technician."""
+    """A register that speaks on the broker is enrolled on first contact (with a hub identity,
+    only a device enrolled with a certificate can); one seen only on mDNS waits for a
+    technician."""
     heartbeat_timeout_s: float = 90.0
     """No status/heartbeat for this long: an online lane is offline (covers a lost will)."""
     offline_warn_after_s: float = 4 * 3600.0

@@ -1,2 +1,2 @@
-"""HTTP surface of the hub: health, readiness and metrics now; the technician console and the
-register HTTP API grow here."""
+"""HTTP surface of the hub: health, readiness and metrics (server), the JSON API the CLI and
+the registers use (*_api), and the technician's web console (web, web_auth, templates)."""

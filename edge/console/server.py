@@ -1,7 +1,8 @@
 """The hub's HTTP server: ``/healthz``, ``/readyz``, ``/metrics``.
 
 - ``/healthz``: the process is alive and its event loop answers (200 always, with identity).
-- ``/readyz``: 200 when every readiness check passes (broker connected, stores open), else 503;
+- ``/readyz``: 200 when every readiness check passes (the managed broker running, the outbox
+  open, free disk above the floor, the bus connected), else 503;
   the body lists each check, so a technician sees which one fails.
 - ``/metrics``: Prometheus text exposition from the app's own registry.
 """

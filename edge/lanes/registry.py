@@ -11,14 +11,14 @@ asyncio shell around the pure :mod:`edge.lanes.lifecycle`:
   the payload's ``device_id`` is the identity (else the lane id), ``software`` its version;
 - **discovery** (mDNS ``_posreg._tcp``): a DISCOVERED event carrying the new address, so a
   known register on a new address stays the same lane;
-- **contact**: a transaction from a lane counts as a heartbeat;
 - **timers**: :meth:`LaneRegistry.run` ticks every ``tick_s`` (missed heartbeat → offline, long
   absence → stale → retired), with ``now`` from the injected clock.
 
-Until device enrollment with certificates exists (issue 7), a register that speaks on the
-broker is enrolled on first contact when ``auto_enroll`` is set (the default); one only seen
-on mDNS stays ``discovered`` for a technician. Every transition is logged, stored with its
-reason, and counted in ``edge_lanes{state}``.
+A register that speaks on the broker is enrolled on first contact when ``auto_enroll`` is set
+(the default): once the hub has its identity (``edge init``) only a device enrolled with a
+certificate can speak on the broker's LAN listener, so first contact already means "enrolled
+by a technician". One only seen on mDNS stays ``discovered`` until a technician acts. Every
+transition is logged, stored with its reason, and counted in ``edge_lanes{state}``.
 """
 
 from __future__ import annotations
@@ -162,11 +162,6 @@ class LaneRegistry:
             await self._contact(device_id, lane_id, Event.ONLINE, software=status.software)
         else:
             await self._event(device_id, Event.OFFLINE, reason=status.reason or "offline")
-
-    async def on_contact(self, lane_id: str) -> None:
-        """Any message from the lane (a transaction): it is alive."""
-        device_id = self._by_lane_id.get(lane_id, lane_id)
-        await self._contact(device_id, lane_id, Event.HEARTBEAT)
 
     async def on_discovered(
         self, device_id: str, *, address: str | None, lane_id: str | None, software: str | None

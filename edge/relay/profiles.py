@@ -66,6 +66,7 @@ __all__ = [
     "load_profiles",
 ]
 
+
 def _shipped_profiles() -> Path:
     """firmware_profiles/ of a source checkout (editable install), else the copy a wheel
     installs under ``<prefix>/share/store-edge/`` (pyproject's data-files)."""

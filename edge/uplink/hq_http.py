@@ -3,8 +3,9 @@
 Contract (the same one edge/sim/hq_api.py implements):
 
 ``POST {base_url}/v1/events/batch`` with ``Authorization: Bearer <token>``,
-``Idempotency-Key: <sha256 of the batch's event ids>`` and ``Content-Type:
-application/cloudevents-batch+json``; body: a JSON array of CloudEvents (``specversion`` 1.0,
+``Idempotency-Key: <sha256 of the batch's event ids and attempts>``
+(:func:`idempotency_key`) and ``Content-Type: application/cloudevents-batch+json``;
+body: a JSON array of CloudEvents (``specversion`` 1.0,
 ``id`` = the transaction id, ``source`` = ``/stores/{store}/lanes/{lane}``, ``type`` = the
 event type, ``time``, ``datacontenttype`` application/json, ``data`` = the transaction). The
 cloud is idempotent by event id and answers 200 with one result per event: ``accepted`` (with

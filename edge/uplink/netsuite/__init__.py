@@ -1,4 +1,5 @@
-"""NetSuite connector: authentication now; the REST client and record mapping build on it.
+"""NetSuite connector: authentication, posting the store's business (mapping, pre-flight
+rules, idempotent upserts), the catalogue read, the daily journal and the reconciliation.
 
 Facts and sources are in ``/work/shared/reference/netsuite.md`` (cited below as "ref §n").
 Modules:

@@ -163,15 +163,17 @@ class Sender:
 
     async def _plan_and_start(self, tg: asyncio.TaskGroup, now: float) -> None:
         capacity = self._slots - self._running
-        limit = capacity * self._batch_max + len(self._inflight) + 256
-        # Keys in flight when the query starts: a batch finishing during the await leaves
-        # ``_inflight`` but the snapshot read before its commit still shows it pending; without
-        # this it would be sent again (harmless, the cloud is idempotent, but wasted work).
+        limit = capacity * self._batch_max + 256
+        # Keys in flight are left out by the query itself (reading them at every plan was most
+        # of a drain's cost). Those in flight when the query starts stay out even if their
+        # batch finishes during the await: the snapshot read before its commit still shows
+        # them pending, and they would be sent again (harmless, the cloud is idempotent, but
+        # wasted work).
         busy = set(self._inflight)
         due = [
             i
-            for i in await self._store.due(now, limit)
-            if i.key not in busy and i.key not in self._inflight
+            for i in await self._store.due(now, limit, excluding=busy)
+            if i.key not in self._inflight
         ]
         if not due:
             self.waiting = {}

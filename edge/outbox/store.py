@@ -46,7 +46,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,6 +192,11 @@ _ITEM_COLUMNS = (
 )
 
 
+def _json_tuple(text: str | None) -> tuple[str, ...]:
+    # Most items have no dependencies and no flags: skip the JSON parser for "[]".
+    return tuple(json.loads(text)) if text and text != "[]" else ()
+
+
 def _item(row: sqlite3.Row) -> Item:
     return Item(
         seq=row["seq"],
@@ -199,7 +204,7 @@ def _item(row: sqlite3.Row) -> Item:
         kind=row["kind"],
         event_type=row["event_type"],
         lane=row["lane"],
-        depends_on=tuple(json.loads(row["depends_on"])),
+        depends_on=_json_tuple(row["depends_on"]),
         payload=bytes(row["payload"]),
         accepted_at=row["accepted_at"],
         status=row["status"],
@@ -210,7 +215,7 @@ def _item(row: sqlite3.Row) -> Item:
         delivered_at=row["delivered_at"],
         parked_at=row["parked_at"],
         error_detail=json.loads(row["error_detail"]) if row["error_detail"] else None,
-        flags=tuple(json.loads(row["flags"])) if row["flags"] else (),
+        flags=_json_tuple(row["flags"]),
     )
 
 
@@ -373,21 +378,23 @@ class OutboxStore:
 
     # -- sender bookkeeping -------------------------------------------------------------------
 
-    async def due(self, now: float, limit: int) -> list[Item]:
+    async def due(self, now: float, limit: int, *, excluding: Collection[str] = ()) -> list[Item]:
         """Pending items whose next attempt is due, in sequence order, WITHOUT their payload
         (``payload`` is empty: the sender plans on metadata and fetches the payloads of what
-        it actually sends with :meth:`payloads`)."""
+        it actually sends with :meth:`payloads`). ``excluding``: keys to leave out (those in
+        flight): the sender plans every time a batch ends, so it must not read them again."""
         columns = _ITEM_COLUMNS.replace("payload,", "x'' AS payload,")
-        return await self._on_reader(
-            lambda db: [
-                _item(r)
-                for r in db.execute(
-                    f"SELECT {columns} FROM items INDEXED BY items_pending_seq"
-                    " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY seq LIMIT ?",
-                    (now, limit),
-                )
-            ]
-        )
+
+        def query(db: sqlite3.Connection) -> list[Item]:
+            rows = db.execute(
+                f"SELECT {columns} FROM items INDEXED BY items_pending_seq"
+                " WHERE status = 'pending' AND next_attempt_at <= ?"
+                " AND key NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
+                (now, json.dumps(list(excluding)), limit),
+            )
+            return [_item(r) for r in rows]
+
+        return await self._on_reader(query)
 
     async def payloads(self, seqs: Sequence[int]) -> dict[int, bytes]:
         def query(db: sqlite3.Connection) -> dict[int, bytes]:
@@ -582,9 +589,21 @@ class OutboxStore:
 
     async def stats(self) -> Stats:
         def query(db: sqlite3.Connection) -> Stats:
-            counts = dict.fromkeys(("pending", "parked", "delivered"), 0)
-            for row in db.execute("SELECT status, COUNT(*) AS n FROM items GROUP BY status"):
-                counts[row["status"]] = row["n"]
+            # One count per status, each over its own partial index (a GROUP BY read every
+            # row of the table once a second: 8 % of the hub's time during a 100,000-sale
+            # drain).
+            counts = {
+                # The status is in the SQL text (a constant of this table): a partial index
+                # is usable only when the query's WHERE implies the index's own.
+                status: db.execute(
+                    f"SELECT COUNT(*) FROM items INDEXED BY {index} WHERE status = '{status}'"
+                ).fetchone()[0]
+                for status, index in (
+                    ("pending", "items_pending_seq"),
+                    ("parked", "items_parked"),
+                    ("delivered", "items_delivered"),
+                )
+            }
             oldest = db.execute(
                 "SELECT MIN(accepted_at) AS at FROM items WHERE status = 'pending'"
             ).fetchone()["at"]

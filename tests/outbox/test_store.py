@@ -128,6 +128,9 @@ async def test_due_respects_backoff_and_order(store: OutboxStore) -> None:
     await store.mark_retry([(items[0].seq, 1, T0 + 30, "timeout")])
     assert [i.key for i in await store.due(T0 + 1, 10)] == ["t-1", "t-2", "t-3", "t-4"]
     assert [i.key for i in await store.due(T0 + 31, 2)] == ["t-0", "t-1"]
+    # Keys in flight are left out, and the limit counts what is left.
+    in_flight = await store.due(T0 + 31, 2, excluding={"t-0", "t-2"})
+    assert [i.key for i in in_flight] == ["t-1", "t-3"]
     assert await store.next_due_at() == T0
 
 

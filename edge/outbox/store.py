@@ -198,25 +198,16 @@ def _json_tuple(text: str | None) -> tuple[str, ...]:
 
 
 def _item(row: sqlite3.Row) -> Item:
+    """A row selected as ``_ITEM_COLUMNS`` (in that order). Unpacked by position: by name it
+    cost 40 % more, and the sender builds these at every plan."""
+    (seq, key, kind, event_type, lane, depends_on, payload, accepted_at, status, attempts,
+     next_attempt_at, last_error, record_id, delivered_at, parked_at, error_detail,
+     flags) = row  # fmt: skip
     return Item(
-        seq=row["seq"],
-        key=row["key"],
-        kind=row["kind"],
-        event_type=row["event_type"],
-        lane=row["lane"],
-        depends_on=_json_tuple(row["depends_on"]),
-        payload=bytes(row["payload"]),
-        accepted_at=row["accepted_at"],
-        status=row["status"],
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        last_error=row["last_error"],
-        record_id=row["record_id"],
-        delivered_at=row["delivered_at"],
-        parked_at=row["parked_at"],
-        error_detail=json.loads(row["error_detail"]) if row["error_detail"] else None,
-        flags=_json_tuple(row["flags"]),
-    )
+        seq, key, kind, event_type, lane, _json_tuple(depends_on), bytes(payload),
+        accepted_at, status, attempts, next_attempt_at, last_error, record_id, delivered_at,
+        parked_at, json.loads(error_detail) if error_detail else None, _json_tuple(flags),
+    )  # fmt: skip
 
 
 def _rollback(db: sqlite3.Connection) -> None:

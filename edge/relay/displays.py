@@ -67,25 +67,18 @@ from edge.bus.topics import Topics
 from edge.relay.core import (
     PRIORITY_DISPLAY,
     Command,
-    Conflict,
-    DeviceError,
     Done,
-    Duplicate,
-    Enqueued,
     Outcome,
     PublishedStatus,
-    Refused,
     Relay,
     StatusDebouncer,
     device_error,
 )
+from edge.relay.pending import Pending, answer
 from edge.relay.printers import CommandId, DeviceName, DeviceStatus, status_topic
 from edge.settings import DevicesSettings, DisplaySettings
 
 log = logging.getLogger(__name__)
-
-EXPIRY_TICK_S: Final = 0.5
-"""How often queued commands are checked against their deadline."""
 
 MAX_LINES: Final = 8
 """The schema's bound; the display's own ``rows`` is checked after decoding."""
@@ -170,10 +163,7 @@ class Displays:
             self.relay.add_device(s.name, "display")
             debouncer = StatusDebouncer(s.name, misses_to_offline=settings.misses_to_offline)
             self.displays[s.name] = Display(s, debouncer)
-        self._jobs: dict[str, _Job] = {}
-        """Queued or running commands' bytes, by command id."""
-        self._answers: dict[str, asyncio.Future[Outcome]] = {}
-        """Queued or running commands' outcomes-to-be, shared by their re-sends."""
+        self._pending: Pending[_Job | None] = Pending(self.relay, clock)
         self._changed = asyncio.Event()
 
     # -- the lanes' commands ---------------------------------------------------------------
@@ -210,9 +200,9 @@ class Displays:
             device=name,
             lines=["store-edge test", f"by {by}"][: self.displays[name].settings.rows],
         )
-        answer = await self.show(request, "console")
+        shown = await self.show(request, "console")
         log.info("devices: display test on %s by %s", name, by)
-        return answer
+        return shown
 
     async def show(self, request: ShowRequest, lane: str) -> dict[str, Any]:
         """Steps 1-3 of the module docstring; raises :class:`RequestError` for every error."""
@@ -234,24 +224,12 @@ class Displays:
             payload_digest=hashlib.sha256(msgspec.json.encode(request)).hexdigest(),
             deadline=now + self.settings.timeout_s,
         )
-        job = self._job(display, request) if display is not None else None
-        decision = self.relay.submit(command, now)
-        if isinstance(decision, Conflict | Refused):
-            raise _request_error(decision.error)
-        if isinstance(decision, Duplicate) and decision.outcome is not None:
-            return _answer(request.command_id, decision.outcome, duplicate=True)
-        if isinstance(decision, Enqueued):
-            assert display is not None  # the relay knows only the configured displays
-            assert job is not None
-            self._jobs[command.command_id] = job
-            answer = asyncio.get_running_loop().create_future()
-            self._answers[command.command_id] = answer
-            display.wake.set()
+        if display is None:  # refused by the relay core (DEVICE_UNKNOWN): no job to make
+            outcome, duplicate = await self._pending.submit(command, None, None)
         else:
-            answer = self._answers[command.command_id]
-        # Shielded: a re-send (or the router's timeout) must not cancel the shared answer.
-        outcome = await asyncio.shield(answer)
-        return _answer(request.command_id, outcome, duplicate=not isinstance(decision, Enqueued))
+            job = self._job(display, request)
+            outcome, duplicate = await self._pending.submit(command, job, display.wake)
+        return answer(request.command_id, outcome, duplicate=duplicate)
 
     @staticmethod
     def _job(display: Display, request: ShowRequest) -> _Job:
@@ -262,18 +240,6 @@ class Displays:
         shown = [line.decode(s.encoding, errors="replace").rstrip(" ") for line in lines]
         detail = {"device": s.name, "shown": shown, "truncated": any(cut for _, cut in fitted)}
         return _Job(data, detail)
-
-    def _resolve(self, failed: list[tuple[Command, Outcome]]) -> None:
-        for command, outcome in failed:
-            self._settle(command.command_id, outcome)
-
-    def _settle(self, command_id: str, outcome: Outcome) -> None:
-        self._jobs.pop(command_id, None)
-        answer = self._answers.pop(command_id, None)
-        if answer is not None and not answer.done():
-            answer.set_result(outcome)
-
-    # -- the line --------------------------------------------------------------------------
 
     async def _write(self, display: Display, data: bytes) -> None:
         """Write ``data`` (opening and initializing the line first if needed), bounded by
@@ -323,7 +289,7 @@ class Displays:
                 log.info("displays: %s online", name)
             else:
                 log.warning("displays: %s offline: %s", name, error)
-            self._resolve(self.relay.set_online(name, status.online, now))
+            self._pending.resolve(self.relay.set_online(name, status.online, now))
         self._changed.set()
 
     async def check(self, display: Display) -> None:
@@ -346,7 +312,8 @@ class Displays:
             if command is None:
                 await display.wake.wait()
                 continue
-            job = self._jobs[command.command_id]
+            job = self._pending.job(command.command_id)
+            assert job is not None  # only a configured display's commands are queued
             outcome: Outcome
             async with display.lock:
                 try:
@@ -357,13 +324,7 @@ class Displays:
                 else:
                     outcome = Done(job.detail)
                     self._observe(display, True)
-            if self.relay.finish(command.command_id, outcome, self._clock()) == "recorded":
-                self._settle(command.command_id, outcome)
-
-    async def _expire(self) -> None:
-        while True:
-            await asyncio.sleep(EXPIRY_TICK_S)
-            self._resolve(self.relay.expired(self._clock()))
+            self._pending.finish(command.command_id, outcome)
 
     async def _watch(self) -> None:
         while True:
@@ -378,12 +339,11 @@ class Displays:
             async with asyncio.TaskGroup() as tg:
                 for name, display in self.displays.items():
                     tg.create_task(self._work(display), name=f"display-{name}")
-                tg.create_task(self._expire(), name="displays-expiry")
+                tg.create_task(self._pending.expire(), name="displays-expiry")
                 tg.create_task(self._watch(), name="displays-status")
                 tg.create_task(self._publish_loop(), name="displays-publish")
         finally:
-            for command_id in list(self._answers):
-                self._settle(command_id, device_error("OFFLINE", "the hub is stopping"))
+            self._pending.stopping()
             await self.aclose()
 
     async def aclose(self) -> None:
@@ -417,14 +377,3 @@ class Displays:
 
 class _LinkDown(Exception):
     """The display's line did not open or take the bytes."""
-
-
-def _request_error(error: DeviceError) -> RequestError:
-    details = {"device": error.device, **error.details} if error.device else dict(error.details)
-    return RequestError(error.code, error.message, retryable=error.retryable, details=details)
-
-
-def _answer(command_id: str, outcome: Outcome, *, duplicate: bool) -> dict[str, Any]:
-    if isinstance(outcome, DeviceError):
-        raise _request_error(outcome)
-    return {"command_id": command_id, **outcome.detail, "duplicate": duplicate}

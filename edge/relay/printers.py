@@ -71,7 +71,7 @@ import msgspec
 from devices.escpos_preview import EscPosDecoder, JobEnded, PrintedJob
 from devices.receipt import Barcode, Receipt, encode_drawer_kick, encode_receipt
 from edge.bus.client import Bus
-from edge.bus.errors import BusUnavailable, ErrorCode, RequestError
+from edge.bus.errors import BusUnavailable, ErrorCode
 from edge.bus.rpc import RequestContext, RpcRouter, decode_data
 from edge.bus.topics import Topics
 from edge.relay.core import (
@@ -80,26 +80,20 @@ from edge.relay.core import (
     PRIORITY_REPORT,
     Command,
     CommandKind,
-    Conflict,
     DeviceError,
     DeviceFlags,
     Done,
-    Duplicate,
-    Enqueued,
     Outcome,
     PublishedStatus,
-    Refused,
     Relay,
     StatusDebouncer,
     device_error,
 )
+from edge.relay.pending import Pending, answer
 from edge.relay.printer import NetworkPrinter, PrinterError, PrinterState
 from edge.settings import DevicesSettings, PrinterSettings
 
 log = logging.getLogger(__name__)
-
-EXPIRY_TICK_S: Final = 0.5
-"""How often queued commands are checked against their deadline."""
 
 CONSOLE_LANE: Final = "console"
 """The lane the console's tests are queued as."""
@@ -235,10 +229,7 @@ class Printers:
                 NetworkPrinter(p.host, p.port, timeout_s=settings.timeout_s),
                 StatusDebouncer(p.name, misses_to_offline=settings.misses_to_offline),
             )
-        self._jobs: dict[str, _Job] = {}
-        """Queued or running commands' jobs, by command id."""
-        self._answers: dict[str, asyncio.Future[Outcome]] = {}
-        """Queued or running commands' outcomes-to-be, shared by their re-sends."""
+        self._pending: Pending[_Job] = Pending(self.relay, clock)
         self._changed = asyncio.Event()
 
     # -- the lanes' commands ---------------------------------------------------------------
@@ -263,7 +254,7 @@ class Printers:
             self._command(request, lane, "print", PRIORITIES[request.priority]),
             _Job(receipt=request.receipt),
         )
-        return _answer(request.command_id, outcome, duplicate=duplicate)
+        return answer(request.command_id, outcome, duplicate=duplicate)
 
     async def kick_drawer(self, request: DrawerRequest, lane: str) -> dict[str, Any]:
         """``device.drawer`` (module docstring, steps 1-4); raises :class:`RequestError`."""
@@ -271,7 +262,7 @@ class Printers:
             self._command(request, lane, "drawer", PRIORITY_DRAWER),
             _Job(data=encode_drawer_kick(request.pin)),
         )
-        return _answer(request.command_id, outcome, duplicate=duplicate)
+        return answer(request.command_id, outcome, duplicate=duplicate)
 
     def _command(
         self, request: PrintRequest | DrawerRequest, lane: str, kind: CommandKind, priority: int
@@ -288,34 +279,8 @@ class Printers:
         )
 
     async def _run(self, command: Command, job: _Job) -> tuple[Outcome, bool]:
-        """Submit ``command`` and wait for its outcome; True with it when this is a re-send
-        answered with the original's outcome. A refusal is its outcome. Calling contract: no
-        ``await`` before the submission (a lane's commands queue in their arrival order)."""
-        decision = self.relay.submit(command, self._clock())
-        if isinstance(decision, Conflict | Refused):
-            return decision.error, False
-        if isinstance(decision, Duplicate) and decision.outcome is not None:
-            return decision.outcome, True
-        if isinstance(decision, Enqueued):
-            self._jobs[command.command_id] = job
-            answer = asyncio.get_running_loop().create_future()
-            self._answers[command.command_id] = answer
-            self.printers[command.device].wake.set()
-        else:
-            answer = self._answers[command.command_id]
-        # Shielded: a re-send (or the router's timeout) must not cancel the shared answer.
-        outcome = await asyncio.shield(answer)
-        return outcome, not isinstance(decision, Enqueued)
-
-    def _resolve(self, failed: list[tuple[Command, Outcome]]) -> None:
-        for command, outcome in failed:
-            self._settle(command.command_id, outcome)
-
-    def _settle(self, command_id: str, outcome: Outcome) -> None:
-        self._jobs.pop(command_id, None)
-        answer = self._answers.pop(command_id, None)
-        if answer is not None and not answer.done():
-            answer.set_result(outcome)
+        printer = self.printers.get(command.device)
+        return await self._pending.submit(command, job, printer.wake if printer else None)
 
     # -- the worker ------------------------------------------------------------------------
 
@@ -328,15 +293,14 @@ class Printers:
                 await printer.wake.wait()
                 continue
             try:
-                outcome = await self._execute(printer, self._jobs[command.command_id])
+                outcome = await self._execute(printer, self._pending.job(command.command_id))
             except Exception:  # a bug must cost one answer, not the printer's worker
                 ref = f"{time.time_ns():x}"[-12:]
                 log.exception("devices: %s on %s failed (ref %s)", command.command_id, name, ref)
                 outcome = DeviceError(
                     ErrorCode.INTERNAL, False, f"internal error (ref {ref})", name, {"ref": ref}
                 )
-            if self.relay.finish(command.command_id, outcome, self._clock()) == "recorded":
-                self._settle(command.command_id, outcome)
+            self._pending.finish(command.command_id, outcome)
 
     async def _execute(self, printer: Printer, job: _Job) -> Outcome:
         """Encode and send one job (module docstring, step 2). Never raises a device fault:
@@ -360,11 +324,6 @@ class Printers:
                 return device_error(exc.code, str(exc), device=name)
             self._observe(printer, state)
         return Done({"device": name, "state": state.summary})
-
-    async def _expire(self) -> None:
-        while True:
-            await asyncio.sleep(EXPIRY_TICK_S)
-            self._resolve(self.relay.expired(self._clock()))
 
     # -- status ----------------------------------------------------------------------------
 
@@ -406,7 +365,7 @@ class Printers:
                 log.info("devices: printer %s online (%s)", name, summary)
             else:
                 log.warning("devices: printer %s offline: %s", name, error)
-            self._resolve(self.relay.set_online(name, status.online, now))
+            self._pending.resolve(self.relay.set_online(name, status.online, now))
         self._changed.set()
 
     # -- running ---------------------------------------------------------------------------
@@ -419,12 +378,11 @@ class Printers:
             async with asyncio.TaskGroup() as tg:
                 for name, printer in self.printers.items():
                     tg.create_task(self._work(printer), name=f"printer-{name}")
-                tg.create_task(self._expire(), name="printers-expiry")
+                tg.create_task(self._pending.expire(), name="printers-expiry")
                 tg.create_task(self._watch(), name="printers-status")
                 tg.create_task(self._publish_loop(), name="devices-publish")
         finally:
-            for command_id in list(self._answers):
-                self._settle(command_id, device_error("OFFLINE", "the hub is stopping"))
+            self._pending.stopping()
 
     async def _watch(self) -> None:
         while True:
@@ -541,14 +499,3 @@ def preview_png(job: bytes, columns: int) -> bytes:
         unknown_commands=last.unknown_commands,
         columns=columns,
     ).preview_png()
-
-
-def _request_error(error: DeviceError) -> RequestError:
-    details = {"device": error.device, **error.details} if error.device else dict(error.details)
-    return RequestError(error.code, error.message, retryable=error.retryable, details=details)
-
-
-def _answer(command_id: str, outcome: Outcome, *, duplicate: bool) -> dict[str, Any]:
-    if isinstance(outcome, DeviceError):
-        raise _request_error(outcome)
-    return {"command_id": command_id, **outcome.detail, "duplicate": duplicate}

@@ -54,6 +54,7 @@ image: deps
 
 schemas: deps
 	$(BIN)/python -m edge.schemas
+	$(BIN)/python -m edge.hq.schemas
 
 deps: $(STAMP) /usr/sbin/mosquitto
 

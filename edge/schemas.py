@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +136,13 @@ def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-def write(directory: Path = DEFAULT_DIR) -> list[Path]:
+def write(
+    directory: Path = DEFAULT_DIR, schemas: Mapping[str, dict[str, Any]] | None = None
+) -> list[Path]:
+    """Write ``schemas`` (default: the register protocol's) as files in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, schema in all_schemas().items():
+    for name, schema in (all_schemas() if schemas is None else schemas).items():
         path = directory / name
         path.write_text(render(schema))
         written.append(path)

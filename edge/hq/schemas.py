@@ -15,7 +15,8 @@ from edge.hq.apply import LaneConfigMessage
 from edge.hq.config import Ack, Command, Envelope, HqConfig
 from edge.hq.link import LinkStatus
 from edge.hq.telemetry import Telemetry
-from edge.schemas import DEFAULT_DIR, _schema, render
+from edge.schemas import DEFAULT_DIR, _schema
+from edge.schemas import write as write_schemas
 
 
 def hq_schemas() -> dict[str, dict[str, Any]]:
@@ -53,13 +54,7 @@ def hq_schemas() -> dict[str, dict[str, Any]]:
 
 
 def write(directory: Path = DEFAULT_DIR) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, schema in hq_schemas().items():
-        path = directory / name
-        path.write_text(render(schema))
-        written.append(path)
-    return written
+    return write_schemas(directory, hq_schemas())
 
 
 if __name__ == "__main__":  # pragma: no cover

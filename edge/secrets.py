@@ -71,6 +71,8 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from edge.files import atomic_write, fsync_dir
+
 log = logging.getLogger(__name__)
 
 FORMAT = "edge-secrets/1"
@@ -201,7 +203,7 @@ def generate_key_file(path: Path, *, state_dir: Path | None = None) -> SecretsKe
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     log.info("secrets: new key written to %s", path)
     return SecretsKey(material, source=f"key file {path}")
 
@@ -375,28 +377,10 @@ class SecretStore:
         return sealed
 
     def _write(self, sealed: _Sealed) -> None:
-        """Steps: 1. write a temporary file (0600) next to the target; 2. fsync it; 3. as
-        root, give it to the state directory's owner; 4. rename it over the target; 5. fsync
-        the directory, so the rename itself survives a power cut."""
-        directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True)
-        temporary = directory / f".{self.path.name}.{os.getpid()}.tmp"
+        """Atomically and durably (edge.files.atomic_write), mode 0600; as root, the file goes
+        to the state directory's owner so the hub can still read it."""
         data = json.dumps(msgspec.to_builtins(sealed), indent=1, sort_keys=True).encode() + b"\n"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a leftover temporary file
-            os.write(fd, data)
-            os.fsync(fd)
-            if os.geteuid() == 0:
-                owner = directory.stat()
-                os.fchown(fd, owner.st_uid, owner.st_gid)
-        except BaseException:
-            os.close(fd)
-            temporary.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        os.replace(temporary, self.path)
-        _fsync_dir(directory)
+        atomic_write(self.path, data, 0o600, owner_of=self.path.parent)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -460,14 +444,6 @@ def _open(key: SecretsKey, name: str, encoded: str, path: Path) -> str:
         return plaintext.decode()
     except (InvalidTag, UnicodeDecodeError):
         raise tampered from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- settings that refer to secrets --------------------------------------------------------------

@@ -13,13 +13,11 @@ old or the new file, never a mix. Blocking: call it from a worker thread.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import msgspec
 
+from edge.files import atomic_write
 from edge.hq.config import HqConfig
 from edge.hq.errors import HqError
 
@@ -63,20 +61,4 @@ class StateFile:
         return state
 
     def save(self, state: HqState) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(msgspec.json.encode(state))
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write(self.path, msgspec.json.encode(state))

@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from edge.bus.topics import Topics
+from edge.files import atomic_write, fsync_dir
 from edge.security import pki
 from edge.security.enrollment import Grant, PendingCode, render_acl
 
@@ -58,32 +58,6 @@ def pki_dir(state_dir: Path) -> Path:
 
 def is_initialized(state_dir: Path) -> bool:
     return (pki_dir(state_dir) / "ca.pem").is_file()
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), mode)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable."""
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
@@ -140,7 +114,7 @@ def initialize(
     if root.exists():
         root.rename(old)
     new.rename(root)
-    _fsync_dir(state_dir)
+    fsync_dir(state_dir)
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
     return Identity(state_dir, Topics(store_id), env={})

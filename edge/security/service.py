@@ -92,6 +92,10 @@ class Enrollment:
         self._server_renew_before = server_renew_before
         # One change at a time: issuing, recording and reloading form one step.
         self._lock = asyncio.Lock()
+        # Certificates found valid, asked on every LAN request for the feed or a price check:
+        # one SQLite read per certificate, not per request. Emptied by every change to the
+        # register that can end a certificate (an enrollment replacing one, a revocation).
+        self._valid: set[tuple[int, str]] = set()
 
     def _now(self) -> tuple[float, dt.datetime]:
         now = self._clock()
@@ -203,9 +207,13 @@ class Enrollment:
         return done
 
     async def device_certificate_valid(self, peer: x509.Certificate) -> bool:
-        return await asyncio.to_thread(
-            self.identity.certificate_valid, peer.serial_number, pki.subject_cn(peer)
-        )
+        key = (peer.serial_number, pki.subject_cn(peer))
+        if key in self._valid:
+            return True
+        valid = await asyncio.to_thread(self.identity.certificate_valid, *key)
+        if valid:
+            self._valid.add(key)
+        return valid
 
     async def maintain(self) -> None:
         """Re-sign the CRL and renew the server certificate when due; reload the broker."""
@@ -237,5 +245,7 @@ class Enrollment:
         )
 
     async def _publish(self, now: dt.datetime) -> None:
+        """The device register changed (enrolled, revoked): rules out, cached verdicts gone."""
+        self._valid.clear()
         await asyncio.to_thread(self.identity.publish_rules, now)
         self._reload_broker()

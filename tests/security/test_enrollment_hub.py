@@ -207,8 +207,18 @@ async def test_acl_matrix_the_broker_denies_every_cross_lane_publish_and_subscri
         assert [p for _, p in seen if p == b"not yours"] == []
 
 
+async def item_status(hub: Hub, creds: DeviceCredentials) -> int:
+    """A price check over the LAN's HTTPS listener with the device's certificate."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{hub.http.tls_url}/api/v1/catalogue/items/123", ssl=creds.ssl_context()) as r,
+    ):
+        return r.status
+
+
 async def test_a_revoked_device_is_cut_off_at_once(hub: Hub) -> None:
     creds = await enrolled(hub, "lane-1")
+    assert await item_status(hub, creds) not in (401, 403)  # valid (and now remembered)
     async with lan_client(hub, creds) as device:
         await device.subscribe(T.lane_reply("lane-1"), qos=1)
         async with aiohttp.ClientSession() as session:
@@ -221,9 +231,10 @@ async def test_a_revoked_device_is_cut_off_at_once(hub: Hub) -> None:
     with pytest.raises(aiomqtt.MqttError):  # and the CRL refuses it at the handshake
         async with lan_client(hub, creds):
             pass
-    # Its renewal is refused too.
+    # Its renewal and its price checks are refused too.
     with pytest.raises(EnrollFailed):
         await renew(hub.http.tls_url, creds)
+    assert await item_status(hub, creds) == 403
     assert hub.hub_identity is not None
     assert hub.hub_identity.device("lane-1").state == "revoked"  # type: ignore[union-attr]
 

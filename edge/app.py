@@ -244,7 +244,7 @@ class Hub:
                 on_appended=self._on_txn_accepted,
                 # Built below; read at each sale. A line whose SKU the store's catalogue does
                 # not hold is accepted and flagged UNKNOWN_SKU for review (protocol.md §7).
-                known_sku=lambda sku: self.catalogue.store.knows_sku(sku),
+                unknown_skus=lambda skus: self.catalogue.store.unknown_skus(skus),
             )
             self.rpc.register("lane", "txn.submit", self.intake.submit)
             outbox_api.add_routes(http_app, self.outbox)

@@ -19,7 +19,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,7 @@ class Intake:
         max_bytes: int,
         clock: Callable[[], float],
         monotonic: Callable[[], float],
-        known_sku: Callable[[str], bool] | None = None,
+        unknown_skus: Callable[[Collection[str]], Collection[str]] | None = None,
         on_appended: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
@@ -100,7 +100,7 @@ class Intake:
         self._max_bytes = max_bytes
         self._clock = clock
         self._monotonic = monotonic
-        self._known_sku = known_sku
+        self._unknown_skus = unknown_skus
         self._on_appended = on_appended
         self.refused_for_disk = 0
 
@@ -120,10 +120,10 @@ class Intake:
             if len(raw) > INLINE_VALIDATION_BYTES:
                 # A hostile 256 KiB payload can take ~0.3 s to scan: not on the event loop.
                 accepted = await asyncio.to_thread(
-                    validate, raw, known_sku=self._known_sku, max_bytes=self._max_bytes
+                    validate, raw, unknown_skus=self._unknown_skus, max_bytes=self._max_bytes
                 )
             else:
-                accepted = validate(raw, known_sku=self._known_sku, max_bytes=self._max_bytes)
+                accepted = validate(raw, unknown_skus=self._unknown_skus, max_bytes=self._max_bytes)
         except TransactionRejected as exc:
             raise RequestError(
                 exc.code, exc.message, retryable=False, details={"path": exc.path}

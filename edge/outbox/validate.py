@@ -31,7 +31,7 @@ wins:
     ``NEGATIVE_AMOUNT``.
 12. Totals, to the minor unit -> ``TOTALS_MISMATCH``, naming the figure and both values.
 13. Derived figures: a line discounted below zero -> ``NEGATIVE_AMOUNT``.
-14. Review flags, which never refuse (the sale happened): ``UNKNOWN_SKU`` when ``known_sku``
+14. Review flags, which never refuse (the sale happened): ``UNKNOWN_SKU`` when ``unknown_skus``
     says so, ``NO_RECEIPT_RETURN`` for a return or exchange without an original.
 
 The card rule (PCI DSS keeps full card numbers out of systems that have no need for them): a
@@ -54,7 +54,7 @@ from __future__ import annotations
 import decimal
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, TypeAlias
@@ -339,9 +339,10 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _parse(raw: bytes) -> Any:
+def _parse(text: str) -> Any:
+    """``text`` (the request decoded) as a plain tree; an object whose keys repeat comes out as
+    :class:`_DuplicateKeys`."""
     try:
-        text = raw.decode("utf-8")
         return json.loads(
             text,
             object_pairs_hook=_object,
@@ -349,10 +350,6 @@ def _parse(raw: bytes) -> Any:
             parse_int=Decimal,  # exact, and free of int()'s 4300-digit limit
             parse_constant=_refuse_constant,
         )
-    except UnicodeDecodeError:
-        raise TransactionRejected(
-            ValidationCode.MALFORMED_JSON, "the transaction is not valid UTF-8"
-        ) from None
     except RecursionError:
         raise TransactionRejected(
             ValidationCode.MALFORMED_JSON, "the JSON is nested too deeply"
@@ -388,6 +385,21 @@ def _number_is_card(number: Decimal) -> bool:
         and number.adjusted() < 20
         and contains_card_number(format(number, "f"))
     )
+
+
+def _duplicates_only(tree: Any) -> str | None:
+    """Step 4 alone, for a document with nothing step 3 could find: the path of the first
+    repeated key, if any object has one (the rare case runs the full scan for its path)."""
+    stack: list[Any] = [tree]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(child for child in value.values() if isinstance(child, dict | list))
+        elif isinstance(value, list):
+            stack.extend(child for child in value if isinstance(child, dict | list))
+        elif isinstance(value, _DuplicateKeys):
+            return _scan(tree)
+    return None
 
 
 def _scan(tree: Any) -> str | None:
@@ -440,12 +452,66 @@ def _scan(tree: Any) -> str | None:
 _PLAIN_DECIMAL: Final = re.compile(r"(-?)(0|[1-9][0-9]*)(?:\.([0-9]+))?")
 
 
+# A stretch of digits, spaces and dashes long enough to hold 13 digits: every card candidate
+# (module docstring) lies inside one, with all its digits.
+_DIGIT_STRETCH: Final = re.compile(r"\d[\d -]{11,}\d")
+# A JSON number with an exponent (4.1E+15 is a card number written short).
+_EXPONENT: Final = re.compile(r"\d[eE]")
+
+
+def _may_hold_card_number(text: str) -> bool:
+    """False when the raw JSON ``text`` cannot hold a card candidate anywhere (key, string or
+    number), so the per-value scan (step 3) has nothing to find. A cheap superset test: True
+    only means the scan must look. It looks when the text has an escape (``\\u0034`` is a
+    digit the raw text does not show), a number the scan reads in exponent form (``4.1E+15``
+    as written, or ``0.0000001`` which Decimal writes ``1E-7``), or a stretch of digits,
+    spaces and dashes holding 13 digits, unless that stretch is one plain run failing Luhn
+    (the usual EAN-13 SKU), which no candidate can come from."""
+    if "\\" in text or "0.000000" in text or _EXPONENT.search(text) is not None:
+        return True
+    for stretch in _DIGIT_STRETCH.finditer(text):
+        digits = stretch.group()
+        if digits.isdigit():
+            if len(digits) <= 19 and luhn_valid(digits):
+                return True
+        elif sum(char.isdigit() for char in digits) >= 13:
+            return True
+    return False
+
+
 def _quote(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _check_decimals(tree: Any, currency: str) -> None:
     places_of_money = minor_unit_digits(currency)
+    if _decimals_fine(tree, places_of_money, currency):
+        return
+    _name_decimal_problem(tree, places_of_money, currency)
+
+
+def _decimals_fine(tree: Any, places_of_money: int, currency: str) -> bool:
+    """Step 7 without the paths (the common case: every figure is fine)."""
+    stack: list[Any] = [tree]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                rule = DECIMAL_FIELDS.get(key)
+                if rule is None or child is None:
+                    if isinstance(child, dict | list):
+                        stack.append(child)
+                    continue
+                places = places_of_money if rule.max_places is None else rule.max_places
+                if _decimal_problem(key, child, rule, places, currency) is not None:
+                    return False
+    return True
+
+
+def _name_decimal_problem(tree: Any, places_of_money: int, currency: str) -> None:
+    """Step 7 again, in document order with paths, to raise the first problem."""
     stack: list[tuple[Any, _Path]] = [(tree, None)]
     while stack:
         value, path = stack.pop()
@@ -512,16 +578,17 @@ def validate(
     raw: bytes | bytearray | memoryview | Mapping[str, Any],
     *,
     max_bytes: int,
-    known_sku: Callable[[str], bool] | None = None,
+    unknown_skus: Callable[[Collection[str]], Collection[str]] | None = None,
     currency: str | None = None,
 ) -> Accepted:
     """Validate one transaction as a register sent it.
 
     ``raw``: the request's ``data`` bytes, or the same already decoded into a dict (it is
-    encoded again, so both take the same path and the same size limit). ``known_sku``: the
-    catalogue lookup, called once per line; None skips the check. ``currency``: the store's
+    encoded again, so both take the same path and the same size limit). ``unknown_skus``: the
+    catalogue lookup, called once with every line's SKU, answering those it does not hold;
+    None skips the check. ``currency``: the store's
     currency, when the hub knows it. Raises :class:`TransactionRejected` and nothing else for
-    any input (exceptions raised by ``known_sku`` propagate).
+    any input (exceptions raised by ``unknown_skus`` propagate).
     """
     # 1. Size.
     data = _as_bytes(raw)
@@ -531,8 +598,14 @@ def validate(
             f"the transaction is {len(data)} bytes; the hub accepts at most {max_bytes}",
         )
     # 2-4. Parse, card scan, repeated keys.
-    tree = _parse(data)
-    duplicate_at = _scan(tree)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TransactionRejected(
+            ValidationCode.MALFORMED_JSON, "the transaction is not valid UTF-8"
+        ) from None
+    tree = _parse(text)
+    duplicate_at = _scan(tree) if _may_hold_card_number(text) else _duplicates_only(tree)
     if duplicate_at is not None:
         raise TransactionRejected(
             ValidationCode.SCHEMA_INVALID, "this key appears more than once", duplicate_at
@@ -563,7 +636,7 @@ def validate(
     # 8-13. Business rules.
     _RULES[type(txn)](txn, currency)
     # 14. Review flags.
-    return Accepted(txn, _flags(txn, known_sku))
+    return Accepted(txn, _flags(txn, unknown_skus))
 
 
 def _as_bytes(raw: bytes | bytearray | memoryview | Mapping[str, Any]) -> bytes:
@@ -865,7 +938,9 @@ _RULES: Final[dict[type, Callable[[Any, str | None], None]]] = {
 }
 
 
-def _flags(txn: Transaction, known_sku: Callable[[str], bool] | None) -> list[Flag]:
+def _flags(
+    txn: Transaction, unknown_skus: Callable[[Collection[str]], Collection[str]] | None
+) -> list[Flag]:
     flags: list[Flag] = []
     if isinstance(txn, Return | Exchange) and txn.original is None:
         flags.append(
@@ -875,16 +950,19 @@ def _flags(txn: Transaction, known_sku: Callable[[str], bool] | None) -> list[Fl
                 message=f"a {txn.kind} without the original sale",
             )
         )
-    if known_sku is not None:
-        for name, lines in _line_lists(txn):
-            for i, line in enumerate(lines):
-                if not known_sku(line.sku):
-                    flags.append(
-                        Flag(
-                            code=FlagCode.UNKNOWN_SKU,
-                            path=f"$.{name}[{i}].sku",
-                            message=f"SKU {line.sku!r} is not in the catalogue",
-                            sku=line.sku,
+    if unknown_skus is not None:
+        named = _line_lists(txn)
+        unknown = unknown_skus({line.sku for _, lines in named for line in lines})
+        if unknown:
+            for name, lines in named:
+                for i, line in enumerate(lines):
+                    if line.sku in unknown:
+                        flags.append(
+                            Flag(
+                                code=FlagCode.UNKNOWN_SKU,
+                                path=f"$.{name}[{i}].sku",
+                                message=f"SKU {line.sku!r} is not in the catalogue",
+                                sku=line.sku,
+                            )
                         )
-                    )
     return flags

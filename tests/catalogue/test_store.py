@@ -704,3 +704,27 @@ async def test_pricing_view_and_upstream_cursor_come_from_one_version(
     result = price_basket(view, basket, AT)
     assert (str(result.discount_total), str(result.total)) == ("0.60", "7.40")
     assert result.version == 12
+
+
+async def test_unknown_skus_are_judged_only_once_the_store_holds_a_catalogue(
+    tmp_path: Path,
+) -> None:
+    """The intake's UNKNOWN_SKU review flag. Before the first catalogue nothing is unknown
+    (a flag on every line would hide the real ones); from the load on, what it lacks is, at
+    once and after a reopen."""
+    path = tmp_path / "catalogue.db"
+    store = CatalogueStore(path)
+    await store.open()
+    try:
+        assert store.unknown_skus({"A", "NOPE"}) == set()
+        await loaded(store)
+        assert store.unknown_skus({"A", "B", "NOPE", "GONE"}) == {"NOPE", "GONE"}
+        assert store.unknown_skus(set()) == set()
+    finally:
+        await store.close()
+    again = CatalogueStore(path)
+    await again.open()
+    try:
+        assert again.unknown_skus(["C", "NOPE"]) == {"NOPE"}
+    finally:
+        await again.close()

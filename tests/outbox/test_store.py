@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from edge.outbox.store import Entry, KeyConflict, OutboxStore, StorageFull, UnknownItem
+from edge.outbox.store import (
+    Appended,
+    Entry,
+    KeyConflict,
+    OutboxStore,
+    StorageFull,
+    UnknownItem,
+)
 
 T0 = 1_800_000_000.0
 
@@ -90,6 +97,36 @@ async def test_concurrent_appends_share_commits(store: OutboxStore) -> None:
     assert len(set(seqs)) == 300
     assert store.entries_committed == 300
     assert store.groups_committed < 100
+
+
+async def test_a_resend_racing_its_original_into_one_group_is_one_row(
+    store: OutboxStore,
+) -> None:
+    """A register that re-sends before its first ack: both copies can land in the same commit
+    group. One row, both callers get its sequence number, only the first is new; the same id
+    with other content in that group is a conflict; sequence numbers follow arrival order."""
+    results = await asyncio.gather(
+        store.append(entry("t-1"), now=T0),
+        store.append(entry("t-2"), now=T0),
+        store.append(entry("t-1"), now=T0),
+        store.append(entry("t-2", "different"), now=T0),
+        store.append(entry("t-3"), now=T0),
+        return_exceptions=True,
+    )
+    assert store.groups_committed == 1
+    first, second, resend, conflict, third = results
+    assert isinstance(first, Appended)
+    assert isinstance(second, Appended)
+    assert isinstance(third, Appended)
+    assert resend == Appended(first.seq, True, T0)
+    assert isinstance(conflict, KeyConflict)
+    assert (first.duplicate, second.duplicate, third.duplicate) == (False, False, False)
+    assert first.seq < second.seq < third.seq
+    assert rows(store.path) == [
+        (first.seq, "t-1", "pending"),
+        (second.seq, "t-2", "pending"),
+        (third.seq, "t-3", "pending"),
+    ]
 
 
 async def test_full_disk_refuses_whole_group_and_recovers(tmp_path: Path) -> None:

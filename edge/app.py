@@ -63,6 +63,7 @@ from edge.outbox.service import OutboxService
 from edge.outbox.store import OutboxStore
 from edge.relay.displays import Displays
 from edge.relay.printers import Printers
+from edge.relay.profiles import DEFAULT_DIR, ProfileError, Profiles, load_profiles
 from edge.relay.scales import Scales
 from edge.secrets import references
 from edge.security import api as enrollment_api
@@ -77,6 +78,17 @@ from edge.uplink.hq_http import HqHttpConnector
 log = logging.getLogger(__name__)
 
 _lane_status = msgspec.json.Decoder(LaneStatus)
+
+
+def _profiles_for_suggestions(settings: Settings) -> Profiles | None:
+    """The device profiles the console suggests models from (edge.relay.identify). Advisory:
+    a broken profile file costs the suggestions, with a warning, not the hub."""
+    where = settings.devices.profiles_dir or DEFAULT_DIR
+    try:
+        return load_profiles(where)
+    except ProfileError as exc:
+        log.warning("devices: no profile suggestions: %s", exc)
+        return None
 
 
 def build_connector(settings: Settings) -> Connector | None:
@@ -283,6 +295,9 @@ class Hub:
         )
         self.bus.route(self.topics.lane_status_filter(), self._on_lane_status)
         self.discovered_printers: dict[str, Announcement] = {}
+        self.printer_discovered = asyncio.Event()
+        """Set, then replaced by a fresh one, whenever a network printer is found (or found
+        again) on mDNS: wait on the current one to see the next."""
         self.discovery: Discovery | None = None
         if settings.discovery.enabled:
             d = settings.discovery
@@ -323,6 +338,8 @@ class Hub:
         )
         self.console.scales = self.scales if self.scales.scales else None
         self.console.displays = self.displays if self.displays.displays else None
+        self.console.discovered_printers = self.discovered_printers
+        self.console.profiles = _profiles_for_suggestions(settings)
         # With a hub identity the console is also served over HTTPS on the store LAN (below);
         # the loopback listener stays plain HTTP for the CLI, so cookies cannot be Secure-only.
         setup_auth(http_app, Accounts.load(settings.console_accounts_path), secure_cookies=False)
@@ -492,6 +509,8 @@ class Hub:
     def _on_announcement(self, found: Announcement) -> None:
         if found.kind == "printer":
             self.discovered_printers[found.identity] = found
+            self.printer_discovered.set()
+            self.printer_discovered = asyncio.Event()
             return
         self._background(
             self.lanes.on_discovered(

@@ -4,8 +4,11 @@ its devices and the device models it knows.
 ``edge init`` works on the state directory directly (the hub reads the identity when it starts:
 restart it afterwards). ``edge device add|list|revoke`` talk to the running hub over its
 loopback API, so a code, an enrollment and a revocation go through one place that also reloads
-the broker. ``edge device profiles`` reads the device profiles (``devices.profiles_dir``, or the
-firmware_profiles/ shipped with the hub) directly: it works without a running hub.
+the broker; ``list`` also shows the shared peripherals (configured, or network printers found on
+mDNS) with the device profile each looks like (edge.relay.identify, via the console's
+``/api/v1/peripherals``). ``edge device profiles`` reads the device profiles
+(``devices.profiles_dir``, or the firmware_profiles/ shipped with the hub) directly: it works
+without a running hub.
 
 Exit codes as in edge.cli: 0 ok, 1 problem (unknown device), 2 usage, 3 hub unreachable.
 """
@@ -49,7 +52,9 @@ def add_parsers(sub: Any) -> None:
     add.add_argument("--role", choices=ROLES, required=True)
     add.add_argument("--lane", default="", help="lane id of a register (default: its name)")
     add.add_argument("--json", action="store_true")
-    listing = device_sub.add_parser("list", help="devices and their certificates")
+    listing = device_sub.add_parser(
+        "list", help="devices and their certificates; shared peripherals and their likely model"
+    )
     listing.add_argument("--json", action="store_true")
     revoke = device_sub.add_parser("revoke", help="revoke a device at once")
     revoke.add_argument("name")
@@ -222,24 +227,7 @@ def run_device_command(base_url: str, https_url: str, args: argparse.Namespace) 
             print(f"single use, valid until {expires}; hub {https_url}, CA {ca['fingerprint']}")
             return EXIT_OK
         if command == "list":
-            status, body = call(f"{base_url}/api/v1/devices", 10)
-            if status != 200:
-                return _failed(status, body)
-            if args.json:
-                print(json.dumps(body))
-                return EXIT_OK
-            table = Table("device", "role", "lane", "state", "enrolled", "certificate until")
-            for d in body["devices"]:
-                table.add_row(
-                    d["name"],
-                    d["role"],
-                    d["lane"] or "-",
-                    d["state"],
-                    when(d["enrolled_at"]),
-                    when(d["not_after"]),
-                )
-            Console().print(table)
-            return EXIT_OK
+            return _list(base_url, args)
         status, body = call(f"{base_url}/api/v1/devices/{args.name}/revoke", 10, {})
         if status != 200:
             return _failed(status, body)
@@ -251,6 +239,64 @@ def run_device_command(base_url: str, https_url: str, args: argparse.Namespace) 
     except Unreachable as exc:
         print(f"edge: hub not reachable at {base_url}: {exc}", file=sys.stderr)
         return 3
+
+
+def _list(base_url: str, args: argparse.Namespace) -> int:
+    """``edge device list``: the enrolled devices and their certificates (none before
+    ``edge init``), then the shared peripherals, configured or discovered, with the device
+    profile each looks like (``peripherals``: the console's Devices page rows)."""
+    status, body = call(f"{base_url}/api/v1/devices", 10)
+    initialized = status != 404  # the enrollment API exists once the hub has its identity
+    if status != 200 and initialized:
+        return _failed(status, body)
+    enrolled = body["devices"] if initialized else []
+    status, shared = call(f"{base_url}/api/v1/peripherals", 10)
+    peripherals = shared["devices"] if status == 200 else []
+    if args.json:
+        print(json.dumps({"devices": enrolled, "peripherals": peripherals}))
+        return EXIT_OK
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # piped or captured: one device per line
+    if initialized:
+        table = Table("device", "role", "lane", "state", "enrolled", "certificate until")
+        for d in enrolled:
+            table.add_row(
+                d["name"],
+                d["role"],
+                d["lane"] or "-",
+                d["state"],
+                when(d["enrolled_at"]),
+                when(d["not_after"]),
+            )
+        console.print(table)
+    else:
+        console.print("no enrolled devices: the hub has no identity yet (`edge init`)")
+    if peripherals:
+        shared_table = Table("shared device", "kind", "status", "address", "profile", "looks like")
+        for d in peripherals:
+            shared_table.add_row(
+                d["name"],
+                d["kind"],
+                d["summary"],
+                d["address"] or "-",
+                d["profile"] or "-",
+                _looks_like(d["suggested"]),
+            )
+        console.print(shared_table)
+    return EXIT_OK
+
+
+def _looks_like(suggested: dict[str, Any] | None) -> str:
+    """The suggested profile and why, on one line."""
+    if suggested is None:
+        return "-"
+    model = suggested["model"]
+    if suggested["ambiguous"]:
+        model += " or " + ", ".join(suggested["others"])
+    if not suggested["confirmed"]:
+        model += " (unconfirmed)"
+    return f"{model}: {'; '.join(suggested['reasons'])}"
 
 
 def _failed(status: int, body: dict[str, Any]) -> int:

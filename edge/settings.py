@@ -30,6 +30,7 @@ from devices.display_dmd import DM_D110_CODE_TABLES, encode_line
 from edge.hq.settings import HqSettings
 from edge.hq.settings import check as check_hq
 from edge.relay.profiles import ProfileError, fill_from_profiles
+from edge.relay.usblp import UsbSelector
 from edge.uplink.netsuite.mapping import CatalogueMapping as NetSuiteCatalogue
 from edge.uplink.netsuite.mapping import Mapping as NetSuiteMapping
 
@@ -187,17 +188,47 @@ class CatalogueSettings(_Section):
     """A register gets a snapshot when its delta would be larger than this many snapshots."""
 
 
+class UsbPrinterId(_Section):
+    """Which USB printer (edge.relay.usblp): what is given must match; the serial number
+    tells two printers of one model apart."""
+
+    serial: str = ""
+    """The USB serial number (iSerial), as ``/sys/class/usbmisc/lpN/device/../serial`` shows."""
+    id: str = ""
+    """``vendor:product`` in hex (``04b8:0202``), as ``lsusb`` shows."""
+
+
 class PrinterSettings(_Section):
-    """A network receipt printer (ESC/POS over raw TCP)."""
+    """A receipt printer (ESC/POS): on the network (``host``, raw TCP) or on USB (``usb``)."""
 
     name: str
     """How lanes and technicians name it (``front``, ``lane-3``); unique."""
-    host: str
+    host: str = ""
+    """A network printer's address. Either ``host`` or ``usb``."""
     port: int = 9100
+    usb: UsbPrinterId | None = None
+    """A USB printer, found by this identity wherever it is plugged in (``/dev/usb/lpN``)."""
     columns: int = 42
     """Characters per line in font A: 42 on 80 mm paper (TM-T88), 48 on some, 32 on 58 mm."""
     profile: str = "default"
     """python-escpos capability profile (escpos-printer-db), e.g. ``TM-T88V``."""
+    drawer: str = ""
+    """The cash drawer wired to this printer: a drawer profile's model (firmware_profiles/,
+    kind ``drawer``, e.g. ``"Cash drawer, printer pin 5"``). It fills ``drawer_pin``,
+    ``drawer_on_ms`` and ``drawer_off_ms``; a name that is not a drawer profile, or a drawer
+    on a pin the printer's own profile does not pulse, stops the hub at start.
+
+    Which pin and pulse a kick uses: ``device.drawer`` without ``pin`` and the console's
+    drawer test kick this drawer (its pin, its pulse): the wiring is the store's, set here
+    once, not in every register's application. A lane that sends
+    ``pin`` still gets that pin (a second drawer on the other pin): with this drawer's pulse
+    if it is this drawer's pin, else the default 100 ms on / 100 ms off."""
+    drawer_pin: Literal[2, 5] = 2
+    """The drawer-kick connector pin (2 or 5) of the drawer; filled from ``drawer``."""
+    drawer_on_ms: int = 100
+    """``ESC p`` pulse ON, 2..510 ms in steps of 2; filled from ``drawer``."""
+    drawer_off_ms: int = 100
+    """``ESC p`` pulse OFF, 2..510 ms in steps of 2; filled from ``drawer``."""
 
 
 class ScaleSettings(_Section):
@@ -208,12 +239,20 @@ class ScaleSettings(_Section):
     """A serial device (``/dev/ttyUSB0``) or ``socket://host:port`` (a serial server)."""
     profile: str = ""
     """A firmware profile (firmware_profiles/, by model): fills what this entry leaves out."""
-    protocol: Literal["toledo", "magellan"] = "toledo"
+    protocol: Literal["toledo", "magellan", "cas", "scp01"] = "toledo"
+    """``toledo`` Mettler-Toledo 8217 (``W``, ``Z``, ``T``); ``magellan`` Datalogic Magellan
+    single cable (``S14``; no zero or tare); ``cas`` CAS ECR ``DC1`` poll, e.g. a PD-II in
+    ECR emulation (no zero or tare); ``scp01`` NCI / Avery Weigh-Tronix SCP-01 "NCI
+    standard" (``W``, ``Z``; no tare). edge.relay.scales, peripherals.md §2."""
     unit: Literal["kg", "lb"] = "kg"
+    """The unit the scale weighs in (Toledo and Magellan frames do not say it; CAS and SCP-01
+    frames carry their own, which is what the hub answers)."""
     baudrate: int = 9600
     bytesize: Literal[7, 8] = 7
     parity: Literal["N", "E", "O"] = "E"
-    """Toledo and Magellan SASI are 9600 7E1 (peripherals.md §2.1); check the scale's setup."""
+    """Toledo and Magellan SASI are 9600 7E1; CAS ECR is typically 9600 8N1; SCP-01 is set on
+    the scale (often 7E1) (peripherals.md §2.1): check the scale's setup. A scale's profile
+    fills all four."""
     stopbits: Literal[1, 2] = 1
     settle_s: float = 3.0
     """How long a weigh waits for the weight to settle before WEIGHT_UNSTABLE."""
@@ -257,6 +296,10 @@ class DevicesSettings(_Section):
     displays: list[DisplaySettings] = msgspec.field(default_factory=list)
     profiles_dir: str = ""
     """Where the device profiles are (empty: the firmware_profiles/ shipped with the hub)."""
+    usb_sysfs_dir: str = "/sys/class/usbmisc"
+    """Where the kernel lists USB printers (``lpN``, each with its USB identity)."""
+    usb_dev_dir: str = "/dev/usb"
+    """Where their device nodes are (``lpN``)."""
 
 
 class LanesSettings(_Section):
@@ -587,8 +630,21 @@ def _check(s: Settings, source: str) -> None:
             raise bad(f"devices.printers[{index}].name", "must be a unique id (letters, digits)")
         if not 0 < printer.port < 65536:
             raise bad(f"devices.printers[{index}].port", "is not a TCP port")
+        if bool(printer.host) == (printer.usb is not None):
+            reason = "set either host (a network printer) or usb (a USB printer)"
+            raise bad(f"devices.printers[{index}].host", reason)
+        if printer.usb is not None:
+            try:
+                UsbSelector.parse(serial=printer.usb.serial, usb_id=printer.usb.id)
+            except ValueError as exc:
+                raise bad(f"devices.printers[{index}].usb", str(exc)) from None
         if not 24 <= printer.columns <= 64:
             raise bad(f"devices.printers[{index}].columns", "must be between 24 and 64")
+        for key in ("drawer_on_ms", "drawer_off_ms"):
+            ms = getattr(printer, key)
+            if not (2 <= ms <= 510 and ms % 2 == 0):
+                reason = "ESC p pulses 2..510 ms in steps of 2 (t x 2 ms)"
+                raise bad(f"devices.printers[{index}].{key}", reason)
     if s.discovery.enabled and not s.discovery.interfaces:
         raise bad("discovery.interfaces", "list the store-LAN addresses to announce on")
     if not s.lanes.stale_after_days < s.lanes.retire_after_days:

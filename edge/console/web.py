@@ -2,12 +2,14 @@
 server-sent events, every asset served by the hub (a store LAN may have no internet).
 
 Pages: ``/`` overview (WAN, outbox depth with a live chart, lanes, devices, catalogue, alerts),
-``/lanes``, ``/devices``, ``/outbox`` (parked items with the cloud's error; retry, park),
+``/lanes``, ``/devices`` (with the device profile each printer looks like: :func:`shared_devices`),
+``/outbox`` (parked items with the cloud's error; retry, park),
 ``/catalogue``, ``/logs``. ``GET /events`` streams the overview's figures once a second.
 
 Login, sessions and CSRF are :mod:`edge.console.web_auth`'s middleware: a page handler finds
 the account in ``request[ACCOUNT]`` and the form token in ``request[CSRF]``; every form
-here posts it back. The JSON API under ``/api/`` is the same data for the CLI.
+here posts it back. The JSON API under ``/api/`` is the same data for the CLI
+(``GET /api/v1/peripherals``: the Devices page's rows, for ``edge device list``).
 
 Calling contract: :func:`add_console` once, on the hub's aiohttp app, before it starts.
 """
@@ -21,7 +23,7 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -35,14 +37,17 @@ from edge.catalogue.service import CatalogueService
 from edge.console.alerts import store_alerts
 from edge.console.outbox_api import item_json
 from edge.console.web_auth import ACCOUNT, CSRF
+from edge.discovery import PRINTER_TYPE, Announcement
 from edge.hq.link import HqLink
 from edge.lanes.registry import LaneRegistry
 from edge.logs import LEVELS, RecentLogs
 from edge.outbox.service import OutboxService
 from edge.outbox.store import UnknownItem
 from edge.relay.displays import Displays
-from edge.relay.printer import PrinterError
+from edge.relay.identify import Observation, suggest, suggestion_json
+from edge.relay.printer import NetworkPrinter, PrinterError, UsbPrinter
 from edge.relay.printers import Printers
+from edge.relay.profiles import Profiles
 from edge.relay.scales import Scales
 from edge.security.pki import ROLES
 from edge.security.qr import enroll_uri, qr_svg
@@ -76,6 +81,10 @@ class ConsoleSource:
     """The hub's HTTPS address on the store LAN, which the enrollment QR code carries."""
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the server shuts down: event streams end at once."""
+    profiles: Profiles | None = None
+    """The device profiles, to suggest which model a device is (None: none loaded)."""
+    discovered_printers: Mapping[str, Announcement] = field(default_factory=dict)
+    """Network printers seen on mDNS, by service instance name (kept by edge.app)."""
 
 
 SOURCE: Final = web.AppKey("console", ConsoleSource)
@@ -244,11 +253,75 @@ async def outbox_retry_parked(request: web.Request) -> web.Response:
     raise _back("/outbox", f"{count} parked item(s) re-queued")
 
 
-async def devices_page(request: web.Request) -> web.Response:
-    source = request.app[SOURCE]
+async def shared_devices(source: ConsoleSource) -> list[dict[str, Any]]:
+    """The configured shared devices, then the network printers seen on mDNS that no entry
+    configures; each row with ``suggested``: the device profile that fits what was observed
+    of it (edge.relay.identify; None when nothing is known or nothing fits). A configured
+    USB printer is observed by its USB id; a network printer by its mDNS advert (a
+    configured one by the advert at its address)."""
     devices = await source.printers.devices() if source.printers is not None else []
     devices += source.scales.devices() if source.scales is not None else []
     devices += source.displays.devices() if source.displays is not None else []
+    profiles = list(source.profiles) if source.profiles is not None else []
+
+    def suggested(observation: Observation) -> dict[str, Any] | None:
+        return suggestion_json(suggest(observation, profiles))
+
+    at_address: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in devices:
+        row["suggested"] = None
+        printer = source.printers.printers.get(row["name"]) if source.printers else None
+        if row["kind"] != "printer" or printer is None:
+            continue
+        driver = printer.driver
+        if isinstance(driver, UsbPrinter):
+            usb = _usb_id(driver)
+            if usb is not None:
+                row["suggested"] = suggested(Observation(usb=usb, kind="printer"))
+        elif isinstance(driver, NetworkPrinter):
+            at_address[(driver.host, driver.port)] = row
+    for found in sorted(source.discovered_printers.values(), key=lambda a: a.name):
+        advert = Observation(service=PRINTER_TYPE, txt=found.properties, kind="printer")
+        configured = [
+            at_address[(a, found.port)] for a in found.addresses if (a, found.port) in at_address
+        ]
+        if configured:
+            configured[0]["suggested"] = suggested(advert)
+            continue
+        devices.append(
+            {
+                "name": found.name.removesuffix(f".{PRINTER_TYPE}"),
+                "kind": "printer",
+                "online": True,
+                "summary": "discovered, not configured",
+                "address": f"{found.addresses[0]}:{found.port}",
+                "profile": None,
+                "actions": [],
+                "last_error": None,
+                "has_preview": False,
+                "discovered": True,
+                "suggested": suggested(advert),
+            }
+        )
+    return devices
+
+
+def _usb_id(driver: UsbPrinter) -> tuple[str, str] | None:
+    """The USB id the printer was last found with, else the one configured (if any)."""
+    if driver.found is not None:
+        return driver.found.vid, driver.found.pid
+    wanted = driver.selector
+    return (wanted.vid, wanted.pid) if wanted.vid else None
+
+
+async def peripherals_api(request: web.Request) -> web.Response:
+    """``GET /api/v1/peripherals``: :func:`shared_devices` as JSON (``edge device list``)."""
+    return web.json_response({"devices": await shared_devices(request.app[SOURCE])})
+
+
+async def devices_page(request: web.Request) -> web.Response:
+    source = request.app[SOURCE]
+    devices = await shared_devices(source)
     shown = request.query.get("preview")
     preview = None
     if shown is not None and any(d["name"] == shown and d["has_preview"] for d in devices):
@@ -466,4 +539,5 @@ def add_console(app: web.Application, source: ConsoleSource) -> None:
     app.router.add_post("/catalogue/sync", catalogue_sync)
     app.router.add_get("/logs", logs_page)
     app.router.add_get("/events", events)
+    app.router.add_get("/api/v1/peripherals", peripherals_api)
     app.router.add_static("/static/", HERE / "static", append_version=False)

@@ -1,16 +1,22 @@
-"""A network receipt printer (raw TCP, port 9100) driven by the hub: status checks and jobs.
+"""A receipt printer driven by the hub: status checks and jobs, over the network (raw TCP,
+port 9100: :class:`NetworkPrinter`) or USB (Linux usblp, ``/dev/usb/lpN``:
+:class:`UsbPrinter`). :func:`printer_driver` picks the one a ``[[devices.printers]]`` entry
+asks for.
 
 Theory of operation
 -------------------
 Every operation opens its own connection (store printers accept one client at a time, and a
 connection kept open across a power cycle of the printer dies silently), and is bounded by
-``timeout_s``:
+``timeout_s``. A USB printer is found again by its USB identity at every opening
+(:mod:`edge.relay.usblp`), so it keeps its name when it moves to another port or ``lpN``.
+Both transports carry the same bytes; everything below is transport-blind
+(:class:`EscPosPrinter`):
 
-- :meth:`NetworkPrinter.status` asks ``DLE EOT 1``, ``2`` and ``4`` (printer, offline cause,
+- :meth:`EscPosPrinter.status` asks ``DLE EOT 1``, ``2`` and ``4`` (printer, offline cause,
   roll paper: peripherals.md §1.3) in one write, each answered by one byte in order (one round
   trip, not three), and decodes them with :mod:`devices.escpos_status` into a
   :class:`PrinterState`.
-- :meth:`NetworkPrinter.print` first checks the status: paper out, cover open or offline refuse
+- :meth:`EscPosPrinter.print` first checks the status: paper out, cover open or offline refuse
   the job with a :class:`PrinterError` (a job sent then would be held inside the printer and
   print later, long after the customer left: the register must decide). Then it writes the
   job followed by the same three requests in one write: their answers arrive once the job's
@@ -18,16 +24,20 @@ connection kept open across a power cycle of the printer dies silently), and is 
   says whether paper ran out during it. A print costs a connect and two round trips.
 
 Errors: :class:`PrinterError` with a stable ``code`` (``OFFLINE``: no answer or no
-connection; ``PAPER_OUT``; ``COVER_OPEN``; ``PRINTER_ERROR``: a mechanical or cutter error) and
-``retryable`` (every one of them clears when someone fixes the printer).
+connection, or no USB printer with the configured identity; ``PAPER_OUT``; ``COVER_OPEN``;
+``PRINTER_ERROR``: a mechanical or cutter error) and ``retryable`` (every one of them clears
+when someone fixes the printer).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from devices.errors import FrameError
 from devices.escpos_status import (
@@ -38,6 +48,17 @@ from devices.escpos_status import (
     decode_status,
     encode_status_request,
 )
+from edge.relay.usblp import (
+    DEFAULT_DEV_DIR,
+    DEFAULT_SYSFS_DIR,
+    UsbDevice,
+    UsbLookupError,
+    UsbSelector,
+    open_line,
+)
+
+if TYPE_CHECKING:
+    from edge.settings import DevicesSettings, PrinterSettings
 
 DEFAULT_PORT: Final = 9100
 
@@ -93,39 +114,51 @@ class PrinterState:
         return None
 
 
-class NetworkPrinter:
-    def __init__(self, host: str, port: int = DEFAULT_PORT, *, timeout_s: float = 5.0) -> None:
-        self.host = host
-        self.port = port
+class Link(Protocol):
+    """One open connection to a printer, as :class:`EscPosPrinter` uses it."""
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def receive(self, size: int) -> bytes:
+        """Exactly ``size`` bytes; raises ``OSError`` (or IncompleteReadError) otherwise."""
+        ...
+
+
+class _TcpLink:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def send(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def receive(self, size: int) -> bytes:
+        return await self._reader.readexactly(size)
+
+
+class EscPosPrinter:
+    """Status checks and jobs over any :class:`Link` (module docstring); a transport
+    provides :meth:`_link` and :attr:`address`."""
+
+    def __init__(self, *, timeout_s: float = 5.0) -> None:
         self.timeout_s = timeout_s
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        raise NotImplementedError
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> Any:
-        try:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-        except OSError as exc:
-            raise PrinterError("OFFLINE", f"no connection to {self.address}: {exc}") from None
-        try:
-            yield reader, writer
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+    def _link(self) -> contextlib.AbstractAsyncContextManager[Link]:
+        """Open a connection; raises :class:`PrinterError` ``OFFLINE`` when there is none."""
+        raise NotImplementedError
 
-    async def _state(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, before: bytes = b""
-    ) -> PrinterState:
+    async def _state(self, link: Link, before: bytes = b"") -> PrinterState:
         """The three real-time status requests in one write (after ``before``, e.g. a job),
         their three one-byte answers read in order: one round trip instead of three. DLE EOT
         is answered as it arrives, in order, even while the printer is busy."""
         asks = (StatusRequest.PRINTER, StatusRequest.OFFLINE_CAUSE, StatusRequest.ROLL_PAPER)
-        writer.write(before + b"".join(encode_status_request(r) for r in asks))
-        await writer.drain()
-        answers = await reader.readexactly(len(asks))
+        await link.send(before + b"".join(encode_status_request(r) for r in asks))
+        answers = await link.receive(len(asks))
         printer, cause, paper = (decode_status(r, answers[i : i + 1]) for i, r in enumerate(asks))
         assert isinstance(printer, PrinterStatus)
         assert isinstance(cause, OfflineCause)
@@ -143,9 +176,9 @@ class NetworkPrinter:
         """The printer's state now. Raises :class:`PrinterError` ``OFFLINE`` when it does not
         answer within ``timeout_s``."""
         try:
-            async with asyncio.timeout(self.timeout_s), self._connection() as (reader, writer):
-                return await self._state(reader, writer)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            async with asyncio.timeout(self.timeout_s), self._link() as link:
+                return await self._state(link)
+        except (TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
             raise PrinterError("OFFLINE", f"{self.address} did not answer: {exc!r}") from None
         except FrameError as exc:
             raise PrinterError("OFFLINE", f"{self.address} answered garbage: {exc}") from None
@@ -158,15 +191,15 @@ class NetworkPrinter:
         the job may well print (the rest, once paper is loaded), so a re-send must not."""
         sent = False
         try:
-            async with asyncio.timeout(self.timeout_s), self._connection() as (reader, writer):
-                before = await self._state(reader, writer)
+            async with asyncio.timeout(self.timeout_s), self._link() as link:
+                before = await self._state(link)
                 if (refused := before.refusal()) is not None:
                     raise refused
                 # The answers to the requests after the job come once the job's bytes have
-                # reached the printer (one TCP stream, in order): the barrier and the state.
+                # reached the printer (one stream, in order): the barrier and the state.
                 sent = True
-                after = await self._state(reader, writer, before=job)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, FrameError) as exc:
+                after = await self._state(link, before=job)
+        except (TimeoutError, asyncio.IncompleteReadError, OSError, FrameError) as exc:
             if sent:
                 raise PrinterError(
                     "UNCONFIRMED", f"{self.address} stopped answering after the job: {exc!r}"
@@ -179,3 +212,87 @@ class NetworkPrinter:
                 "paper is loaded",
             )
         return after
+
+
+class NetworkPrinter(EscPosPrinter):
+    """A printer on the network: raw TCP (JetDirect / AppSocket), port 9100."""
+
+    def __init__(self, host: str, port: int = DEFAULT_PORT, *, timeout_s: float = 5.0) -> None:
+        super().__init__(timeout_s=timeout_s)
+        self.host = host
+        self.port = port
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @contextlib.asynccontextmanager
+    async def _link(self) -> AsyncIterator[Link]:
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        except OSError as exc:
+            raise PrinterError("OFFLINE", f"no connection to {self.address}: {exc}") from None
+        try:
+            yield _TcpLink(reader, writer)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+class UsbPrinter(EscPosPrinter):
+    """A USB printer (Linux usblp), found by its USB identity at every opening
+    (:mod:`edge.relay.usblp`); :attr:`found` is the node it was last found at."""
+
+    def __init__(
+        self,
+        selector: UsbSelector,
+        *,
+        sysfs_dir: str | Path = DEFAULT_SYSFS_DIR,
+        dev_dir: str | Path = DEFAULT_DEV_DIR,
+        timeout_s: float = 5.0,
+    ) -> None:
+        super().__init__(timeout_s=timeout_s)
+        self.selector = selector
+        self.sysfs_dir = sysfs_dir
+        self.dev_dir = dev_dir
+        self.found: UsbDevice | None = None
+        """The node the printer was last found at, with its identity (None: never found)."""
+
+    @property
+    def address(self) -> str:
+        where = f" at {self.found.node}" if self.found is not None else ""
+        return f"usb {self.selector}{where}"
+
+    def _noted(self, device: UsbDevice) -> None:
+        self.found = device
+
+    @contextlib.asynccontextmanager
+    async def _link(self) -> AsyncIterator[Link]:
+        line = open_line(
+            self.selector, sysfs_dir=self.sysfs_dir, dev_dir=self.dev_dir, on_found=self._noted
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                opened = await stack.enter_async_context(line)
+            except UsbLookupError as exc:
+                raise PrinterError("OFFLINE", str(exc)) from None
+            except OSError as exc:
+                busy = " (another program holds it: CUPS?)" if exc.errno == errno.EBUSY else ""
+                reason = f"{self.address}: cannot open: {exc.strerror or exc}{busy}"
+                raise PrinterError("OFFLINE", reason) from None
+            yield opened
+
+
+def printer_driver(printer: PrinterSettings, devices: DevicesSettings) -> EscPosPrinter:
+    """The driver for one ``[[devices.printers]]`` entry: USB when it names ``usb``, else the
+    network (the settings check that exactly one is given)."""
+    if printer.usb is not None:
+        selector = UsbSelector.parse(serial=printer.usb.serial, usb_id=printer.usb.id)
+        return UsbPrinter(
+            selector,
+            sysfs_dir=devices.usb_sysfs_dir,
+            dev_dir=devices.usb_dev_dir,
+            timeout_s=devices.timeout_s,
+        )
+    return NetworkPrinter(printer.host, printer.port, timeout_s=devices.timeout_s)

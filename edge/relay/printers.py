@@ -5,11 +5,13 @@ Theory of operation
 -------------------
 The decisions are :class:`edge.relay.core.Relay`'s, as for the customer displays
 (:mod:`edge.relay.displays`); this module only does the I/O, through
-:class:`~edge.relay.printer.NetworkPrinter` (raw TCP 9100).
+:class:`~edge.relay.printer.NetworkPrinter` (raw TCP 9100) or
+:class:`~edge.relay.printer.UsbPrinter` (USB, Linux usblp).
 
 *A command* (MQTT ``device.print`` or ``device.drawer`` on the lane's scope, docs/protocol.md
-§10): a structured receipt (:class:`devices.receipt.Receipt`) or a drawer kick (pin 2 or 5),
-with the lane's own ``command_id``.
+§10): a structured receipt (:class:`devices.receipt.Receipt`) or a drawer kick (pin 2 or 5,
+by default the drawer configured for the printer with its pulse: :func:`drawer_kick`), with
+the lane's own ``command_id``.
 
 1. The request is decoded (``SCHEMA_INVALID``) and submitted to the relay core with a digest of
    its content, a priority (a receipt :data:`~edge.relay.core.PRIORITY_RECEIPT`, a drawer kick
@@ -90,7 +92,7 @@ from edge.relay.core import (
     device_error,
 )
 from edge.relay.pending import Pending, answer
-from edge.relay.printer import NetworkPrinter, PrinterError, PrinterState
+from edge.relay.printer import EscPosPrinter, PrinterError, PrinterState, printer_driver
 from edge.settings import DevicesSettings, PrinterSettings
 
 log = logging.getLogger(__name__)
@@ -134,11 +136,13 @@ class PrintRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class DrawerRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """``device.drawer`` data: kick the drawer connected to ``device`` on ``pin``."""
+    """``device.drawer`` data: kick the drawer connected to ``device`` (on ``pin``)."""
 
     command_id: CommandId
     device: DeviceName
-    pin: Literal[2, 5] = 2
+    pin: Literal[2, 5] | msgspec.UnsetType = msgspec.UNSET
+    """Omitted: the drawer configured for the printer, its pin and pulse (pin 2 when none is
+    configured). Given: that pin, with the configured drawer's pulse if it is its pin."""
 
 
 PRIORITIES: Final[dict[str, int]] = {"receipt": PRIORITY_RECEIPT, "report": PRIORITY_REPORT}
@@ -151,7 +155,7 @@ def status_topic(topics: Topics, name: str) -> str:
 @dataclass(slots=True)
 class Printer:
     settings: PrinterSettings
-    driver: NetworkPrinter
+    driver: EscPosPrinter
     debounced: StatusDebouncer
     state: PrinterState | None = None
     """The last status read (None: never answered)."""
@@ -226,7 +230,7 @@ class Printers:
             self.relay.add_device(p.name, "printer")
             self.printers[p.name] = Printer(
                 p,
-                NetworkPrinter(p.host, p.port, timeout_s=settings.timeout_s),
+                printer_driver(p, settings),
                 StatusDebouncer(p.name, misses_to_offline=settings.misses_to_offline),
             )
         self._pending: Pending[_Job] = Pending(self.relay, clock)
@@ -258,9 +262,16 @@ class Printers:
 
     async def kick_drawer(self, request: DrawerRequest, lane: str) -> dict[str, Any]:
         """``device.drawer`` (module docstring, steps 1-4); raises :class:`RequestError`."""
+        printer = self.printers.get(request.device)
+        pin = None if request.pin is msgspec.UNSET else request.pin
+        kick = drawer_kick(printer.settings, pin) if printer else encode_drawer_kick(2)
+        if printer and printer.settings.drawer and pin not in (None, printer.settings.drawer_pin):
+            log.info(
+                "devices: lane %s kicks pin %s of %s; its drawer (%s) is on pin %s",
+                lane, pin, request.device, printer.settings.drawer, printer.settings.drawer_pin,
+            )  # fmt: skip
         outcome, duplicate = await self._run(
-            self._command(request, lane, "drawer", PRIORITY_DRAWER),
-            _Job(data=encode_drawer_kick(request.pin)),
+            self._command(request, lane, "drawer", PRIORITY_DRAWER), _Job(data=kick)
         )
         return answer(request.command_id, outcome, duplicate=duplicate)
 
@@ -454,11 +465,12 @@ class Printers:
         return state
 
     async def test_drawer(self, name: str, *, by: str) -> PrinterState:
-        """Kick the drawer wired to the printer (pin 2) through the printer's queue, as a
-        technician's test. Raises KeyError for an unknown printer and :class:`PrinterError`
-        when it cannot."""
+        """Kick the drawer wired to the printer (its configured pin and pulse:
+        :attr:`PrinterSettings.drawer`) through the printer's queue, as a technician's test.
+        Raises KeyError for an unknown printer and :class:`PrinterError` when it cannot."""
         printer = self.printers[name]
-        state = await self._console(printer, "test-drawer", PRIORITY_DRAWER, encode_drawer_kick(2))
+        kick = drawer_kick(printer.settings, None)
+        state = await self._console(printer, "test-drawer", PRIORITY_DRAWER, kick)
         log.info("devices: drawer test on %s by %s", name, by)
         return state
 
@@ -482,6 +494,18 @@ class Printers:
             raise PrinterError(outcome.code, outcome.message)
         assert printer.state is not None  # a job done has read the state
         return printer.state
+
+
+def drawer_kick(settings: PrinterSettings, pin: int | None) -> bytes:
+    """``ESC p`` for the drawer on ``pin`` of this printer; None: the configured drawer.
+
+    The configured drawer (``drawer_pin``, filled from the ``drawer`` profile) gets its own
+    pulse; another pin, the python-escpos default (100 ms on, 100 ms off: peripherals.md §1.3)."""
+    if pin is None or pin == settings.drawer_pin:
+        return encode_drawer_kick(
+            settings.drawer_pin, on_ms=settings.drawer_on_ms, off_ms=settings.drawer_off_ms
+        )
+    return encode_drawer_kick(pin)
 
 
 def preview_png(job: bytes, columns: int) -> bytes:

@@ -30,7 +30,11 @@ guess for a measurement. Adding a model is adding a file: the tests validate eve
    ``displays`` entry naming a ``profile`` gets every setting it leaves out from that profile
    (:data:`FILLED`); what the entry says itself always wins. A printer's ``profile`` may also
    be a python-escpos profile name, as before: only a name that is a firmware profile is
-   replaced by that profile's ``escpos_profile``.
+   replaced by that profile's ``escpos_profile``. A printer's ``drawer`` names the drawer
+   profile of the cash drawer wired to it: its pin and pulse fill ``drawer_pin``,
+   ``drawer_on_ms`` and ``drawer_off_ms`` (:data:`FILLED` ``"drawer"``); a name that is not a
+   drawer profile, or a drawer on a pin the printer's own profile does not pulse, is a
+   :class:`ProfileError` naming ``devices.printers[i].drawer``.
 
 Pure apart from reading the directory: no asyncio, no sockets.
 """
@@ -51,6 +55,7 @@ from devices.receipt import encode_drawer_kick
 __all__ = [
     "DEFAULT_DIR",
     "FILLED",
+    "PROTOCOLS_OF_KIND",
     "Capabilities",
     "Firmware",
     "Identity",
@@ -206,6 +211,16 @@ class ProvisioningStep(_Strict, frozen=True, kw_only=True):
 Kind = Literal["printer", "scale", "display", "drawer"]
 Protocol = Literal["escpos", "toledo", "magellan", "cas", "scp01", "epson-dmd"]
 
+#: The protocols each kind speaks: a scale profile naming a display's protocol is refused when
+#: the file is loaded, not when a hub first names it. The scale protocols are those of
+#: ``edge.relay.scales.PROTOCOLS`` (tests/test_scales.py keeps them equal).
+PROTOCOLS_OF_KIND: Final[dict[Kind, frozenset[str]]] = {
+    "printer": frozenset({"escpos"}),
+    "drawer": frozenset({"escpos"}),
+    "display": frozenset({"epson-dmd"}),
+    "scale": frozenset({"toledo", "magellan", "cas", "scp01"}),
+}
+
 
 class Profile(_Strict, frozen=True, kw_only=True):
     schema: Literal[1]
@@ -260,6 +275,12 @@ FILLED: Final[dict[Kind, dict[str, Callable[[Profile], Any]]]] = {
         "bytesize": lambda p: p.transport.bytesize,
         "parity": lambda p: p.transport.parity,
         "stopbits": lambda p: p.transport.stopbits,
+    },
+    # A printer's entry naming the drawer wired to it (``drawer = "<drawer model>"``).
+    "drawer": {
+        "drawer_pin": lambda p: p.capabilities.drawer_pin,
+        "drawer_on_ms": lambda p: p.capabilities.pulse_on_ms,
+        "drawer_off_ms": lambda p: p.capabilities.pulse_off_ms,
     },
 }
 
@@ -367,7 +388,8 @@ def fill_from_profiles(raw: Mapping[str, Any], profiles: Profiles | None = None)
     if not isinstance(devices, Mapping):
         return dict(raw)
     named = any(
-        isinstance(entry, Mapping) and isinstance(entry.get("profile"), str)
+        isinstance(entry, Mapping)
+        and (isinstance(entry.get("profile"), str) or isinstance(entry.get("drawer"), str))
         for section in _SECTIONS.values()
         if isinstance(devices.get(section), list)
         for entry in devices[section]
@@ -392,6 +414,8 @@ def fill_from_profiles(raw: Mapping[str, Any], profiles: Profiles | None = None)
 
 
 def _fill(kind: Kind, where: str, entry: Any, profiles: Profiles) -> Any:
+    if kind == "printer" and isinstance(entry, Mapping) and entry.get("drawer"):
+        entry = _fill_drawer(where, entry, profiles)
     if not isinstance(entry, Mapping) or not isinstance(entry.get("profile"), str):
         return entry
     name: str = entry["profile"]
@@ -415,6 +439,32 @@ def _fill(kind: Kind, where: str, entry: Any, profiles: Profiles) -> Any:
     return result
 
 
+def _fill_drawer(where: str, entry: Mapping[str, Any], profiles: Profiles) -> dict[str, Any]:
+    """A printer entry's ``drawer``: the drawer profile's pin and pulse, unless the entry
+    sets them itself."""
+    name = entry["drawer"]
+    drawer = profiles.get(name) if isinstance(name, str) else None
+    if drawer is None or drawer.kind != "drawer":
+        known = sorted(p.model for p in profiles if p.kind == "drawer")
+        what = f"a {drawer.kind} profile" if drawer is not None else "no profile"
+        reason = f"{name!r} is {what}, not a cash drawer's (drawer profiles: {known})"
+        raise ProfileError(None, f"{where}.drawer", reason)
+    pin = drawer.capabilities.drawer_pin
+    model = entry.get("profile")
+    printer = profiles.get(model) if isinstance(model, str) else None
+    if printer is not None and printer.kind == "printer":
+        pulsed = printer.capabilities.drawer_pins
+        if pin not in pulsed:
+            reason = f"{drawer.model} is wired to pin {pin}; {printer.model} pulses pins {pulsed}"
+            raise ProfileError(None, f"{where}.drawer", reason)
+    result = dict(entry)
+    for key, source in FILLED["drawer"].items():
+        value = source(drawer)
+        if key not in result and value is not None:
+            result[key] = value
+    return result
+
+
 def _check(path: Path, profile: Profile) -> None:
     for section in ("identity", "transport", "capabilities"):
         part = getattr(profile, section)
@@ -426,6 +476,9 @@ def _check(path: Path, profile: Profile) -> None:
                     f"{section}.uncertain[{index}]",
                     f"{key!r} is not a key set in [{section}]",
                 )
+    if profile.protocol not in PROTOCOLS_OF_KIND[profile.kind]:
+        reason = f"a {profile.kind} speaks {sorted(PROTOCOLS_OF_KIND[profile.kind])}"
+        raise ProfileError(path, "protocol", reason)
     for section, key in _REQUIRED[profile.kind]:
         if getattr(getattr(profile, section), key) is None:
             raise ProfileError(path, f"{section}.{key}", f"a {profile.kind} profile needs it")

@@ -9,6 +9,22 @@ serial-to-Ethernet adapter) spoken with one of the sans-IO codecs in :mod:`devic
 an answer is read until the codec yields a frame, bounded by ``devices.timeout_s``. A broken
 line is reopened on the next request.
 
+============  ==========================  =====  =====  ======================================
+protocol      weight request              zero   tare   what a weight request is answered with
+============  ==========================  =====  =====  ======================================
+``toledo``    ``W`` (8217, §2.2)          ``Z``  ``T``  a stable weight, or a status: why not
+``magellan``  ``S14 CR`` (monitor, §2.3)  --     --     a stable weight, or the scale's state
+``cas``       ``DC1`` (ECR, §2.5)         --     --     a weight marked stable or unstable
+``scp01``     ``W CR`` (NCI, §2.4)        ``Z``  --     a weight with its status bytes
+============  ==========================  =====  =====  ======================================
+
+Every answer becomes a :class:`devices.scale.Reading` (:func:`_as_reading`): the CAS and
+SCP-01 codecs yield one already; a Toledo status or an SCP-01 status-only frame is a reading
+without a weight. A command the protocol does not have is ``NOT_SUPPORTED`` without
+touching the line; an SCP-01 scale answering ``?`` (a function disabled in its setup) is
+``NOT_SUPPORTED`` too. A CAS ECR frame has no over-capacity flag (peripherals.md §2.5): an
+overloaded CAS scale cannot be told from its answer.
+
 *Weighing* (MQTT ``scale.weigh`` on the lane's scope): the hub polls the scale until it
 reports a stable weight, up to ``settle_s``. Motion that does not settle is
 ``WEIGHT_UNSTABLE`` (retryable: ask the customer to stop touching the platter), over capacity
@@ -35,9 +51,11 @@ from typing import Any, Final, Protocol
 import msgspec
 import serial_asyncio_fast
 
+from devices import scale_cas, scale_scp01, scale_toledo
 from devices.scale import Reading
 from devices.scale_magellan import MONITOR, MagellanParser, MagellanState
-from devices.scale_toledo import REQUEST_WEIGHT, TARE, ZERO, ToledoParser, ToledoStatus
+from devices.scale_scp01 import CommandRejected, Scp01Status
+from devices.scale_toledo import ToledoStatus
 from edge.bus.errors import RequestError
 from edge.bus.rpc import RequestContext, RpcRouter, decode_data
 from edge.relay.core import DEVICE_ERROR_CODES, DeviceError, ScaleClaim
@@ -61,9 +79,20 @@ class Dialect:
 
 
 PROTOCOLS: Final[dict[str, Dialect]] = {
-    "toledo": Dialect(REQUEST_WEIGHT, ZERO, TARE, lambda unit: ToledoParser(unit=unit)),
+    "toledo": Dialect(
+        scale_toledo.REQUEST_WEIGHT,
+        scale_toledo.ZERO,
+        scale_toledo.TARE,
+        lambda unit: scale_toledo.ToledoParser(unit=unit),
+    ),
     # The scale monitor (S14) always answers, with the state when there is no stable weight.
     "magellan": Dialect(MONITOR, None, None, lambda unit: MagellanParser(unit=unit)),  # type: ignore[arg-type]
+    # The frame carries its own unit; the SW-II frame layout (EcrFormat's defaults).
+    "cas": Dialect(scale_cas.REQUEST_WEIGHT, None, None, lambda unit: scale_cas.EcrParser()),
+    # W is answered with the weight *and* its status bytes (motion, range, faults); no tare.
+    "scp01": Dialect(
+        scale_scp01.REQUEST_WEIGHT, scale_scp01.ZERO, None, lambda unit: scale_scp01.Scp01Parser()
+    ),
 }
 
 
@@ -182,6 +211,8 @@ class Scales:
             deadline = self._clock() + scale.settings.settle_s
             while True:
                 answer = await self._ask(scale, scale.dialect.weigh)
+                if isinstance(answer, CommandRejected):
+                    raise _error("NOT_SUPPORTED", "the scale rejected the weight request")
                 reading = _as_reading(answer, scale.settings.unit)
                 if reading is not None and reading.over_capacity:
                     raise _error("OVER_CAPACITY", "over the scale's capacity")
@@ -201,7 +232,9 @@ class Scales:
             raise _error("NOT_SUPPORTED", f"{scale.settings.protocol} has no {which}")
         self._claim(scale, lane)
         async with scale.lock:
-            await self._ask(scale, request)
+            answer = await self._ask(scale, request)
+        if isinstance(answer, CommandRejected):  # SCP-01 "?": disabled in the scale's setup
+            raise _error("NOT_SUPPORTED", f"the scale rejected {which}")
 
     # -- the console -----------------------------------------------------------------------
 
@@ -283,6 +316,13 @@ def _as_reading(answer: Any, unit: str) -> Reading | None:
             weight=Decimal(0), unit=unit, stable=not answer.in_motion,
             over_capacity=answer.over_capacity, under_zero=answer.under_zero,
         ) if (answer.in_motion or answer.over_capacity or answer.under_zero) else None  # fmt: skip
+    if isinstance(answer, Scp01Status):  # a status-only frame: never a weight
+        return Reading(
+            weight=Decimal(0), unit=unit, stable=not answer.in_motion,
+            over_capacity=answer.over_capacity, under_zero=answer.under_capacity,
+            faults=answer.faults,
+        ) if (answer.in_motion or answer.over_capacity or answer.under_capacity
+              or answer.faults) else None  # fmt: skip
     if isinstance(answer, MagellanState):
         return None
     return None

@@ -1,10 +1,14 @@
-"""A network ESC/POS receipt printer (port-9100 style) for tests and the demo.
+"""A network ESC/POS receipt printer (port-9100 style) for tests and the demo, with optional
+USB ports on pseudo-terminals.
 
 Theory of operation
 -------------------
 The emulator listens on ``127.0.0.1`` (port 0 = ephemeral, see :attr:`PrinterEmulator.port`)
-and reads a raw byte stream from every client, as a JetDirect port-9100 printer does. Each
-chunk received goes through two paths:
+and reads a raw byte stream from every client, as a JetDirect port-9100 printer does.
+:meth:`PrinterEmulator.add_usb_port` gives it a USB side as well: a pseudo-terminal whose
+device path stands in for the ``/dev/usb/lpN`` a USB printer is on Linux (usblp: a byte
+stream both ways, the job out, the ``DLE EOT`` answers back). Whatever the transport, each
+chunk received goes through the same two paths (``PrinterEmulator._take``):
 
 1.  **The receive buffer.** The chunk is appended to it, and the print engine
     (:class:`EscPosDecoder`, sans-IO) executes the buffer at once if the printer *can
@@ -64,14 +68,24 @@ Concurrency: one task per connection, started by ``asyncio.start_server`` and tr
 them) and closes the listener. Several clients may connect at once; their bytes share one receive
 buffer in arrival order (interleaved jobs print interleaved, as on a real printer that
 accepts more than one client, §1.5). Not re-entrant: an emulator runs once.
+
+**USB ports.** The emulator owns both ends of each pty: it reads the controller side on the
+event loop (``loop.add_reader``) and keeps the device side open itself, so the hub opening and
+closing :attr:`UsbPort.path` for every exchange, as it does ``/dev/usb/lpN``, never hangs the
+pty up. The pty is raw (no echo, no newline translation): a byte pipe, as usblp is. A full
+receive buffer stops reading the pty (its kernel buffer then fills and the hub's writes wait).
+:meth:`PrinterEmulator.remove_usb_port` closes both ends, as pulling the cable does.
+``fault = "drop"`` concerns TCP connections only; ``"silent"`` and the knobs apply to both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
+import tty
 from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
@@ -109,6 +123,7 @@ __all__ = [
     "PrintedJob",
     "PrinterEmulator",
     "PrinterFault",
+    "UsbPort",
     "render_preview_png",
 ]
 
@@ -198,6 +213,7 @@ class PrinterEmulator:
         self.status_requests: Counter[StatusRequest] = Counter()
         self.bytes_received = 0
         self.connections_accepted = 0
+        self.usb_ports: list[UsbPort] = []
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -219,6 +235,8 @@ class PrinterEmulator:
         # that asyncio.start_server started makes Python 3.11's stream callback log the
         # CancelledError as an error.
         self._closing = True
+        for usb in list(self.usb_ports):
+            self.remove_usb_port(usb)
         if self._server is not None:
             self._server.close()
         for writer in self._connections.values():
@@ -306,7 +324,56 @@ class PrinterEmulator:
 
     def _state_changed(self) -> None:
         self._print_held()
+        for usb in self.usb_ports:
+            usb.resume_if_room()
         self._notify()
+
+    def _take(self, chunk: bytes, scanner: _RealtimeScanner) -> bytes:
+        """One chunk from a client, whatever its transport (module docstring): held and
+        executed if the printer can print, then the answers to the real-time requests in it,
+        to send back (b"": nothing to answer). ``scanner`` is the client's own."""
+        self.bytes_received += len(chunk)
+        requests = scanner.feed(chunk)
+        if self.next_job_fault is not None and len(chunk) > 3 * len(requests):
+            # A job arrives and the scripted trouble strikes while it prints: it is
+            # held (printed when the trouble is cleared), the answers say why.
+            if self.next_job_fault == "paper_out":
+                self.paper_out = True
+            else:
+                self.fault = "silent"
+            self.next_job_fault = None
+        # Execute first (if the printer can), then answer: a client that has its
+        # status byte knows that everything it sent before the request was executed.
+        self._held += chunk
+        self._state_changed()
+        if not requests or self._fault is not None:
+            return b""
+        for request in requests:
+            self.status_requests[request] += 1
+        return bytes(self.status_byte(r) for r in requests)
+
+    @property
+    def has_room(self) -> bool:
+        """The receive buffer can take more (else reading stops: the printer's BUSY)."""
+        return len(self._held) < self.max_buffer
+
+    # --- USB ports ----------------------------------------------------------------------------
+
+    def add_usb_port(self) -> UsbPort:
+        """A USB side on a new pseudo-terminal (module docstring, "USB ports"); its
+        :attr:`UsbPort.path` stands in for ``/dev/usb/lpN``."""
+        if not self._started or self._closing:
+            raise RuntimeError("start the printer emulator first")
+        usb = UsbPort(self)
+        self.usb_ports.append(usb)
+        return usb
+
+    def remove_usb_port(self, usb: UsbPort) -> None:
+        """Unplug: both ends of the pty are closed and the path disappears."""
+        if usb in self.usb_ports:
+            self.usb_ports.remove(usb)
+            usb.close()
+            self._notify()
 
     def _print_held(self) -> None:
         if not self.can_print or not self._held:
@@ -351,28 +418,13 @@ class PrinterEmulator:
                 return
             while True:
                 # A full receive buffer stops reading: TCP flow control is the printer's BUSY.
-                await self._wait(lambda: self._closing or len(self._held) < self.max_buffer)
+                await self._wait(lambda: self._closing or self.has_room)
                 chunk = b"" if self._closing else await reader.read(self._read_size)
                 if not chunk:
                     break
-                self.bytes_received += len(chunk)
-                requests = scanner.feed(chunk)
-                if self.next_job_fault is not None and len(chunk) > 3 * len(requests):
-                    # A job arrives and the scripted trouble strikes while it prints: it is
-                    # held (printed when the trouble is cleared), the answers say why.
-                    if self.next_job_fault == "paper_out":
-                        self.paper_out = True
-                    else:
-                        self.fault = "silent"
-                    self.next_job_fault = None
-                # Execute first (if the printer can), then answer: a client that has its
-                # status byte knows that everything it sent before the request was executed.
-                self._held += chunk
-                self._state_changed()
-                if requests and self._fault is None:
-                    for request in requests:
-                        self.status_requests[request] += 1
-                    writer.write(bytes(self.status_byte(r) for r in requests))
+                answers = self._take(chunk, scanner)
+                if answers:
+                    writer.write(answers)
                     await writer.drain()
         except ConnectionError:
             pass
@@ -380,3 +432,64 @@ class PrinterEmulator:
             del self._connections[task]
             writer.close()
             self._notify()
+
+
+class UsbPort:
+    """The printer's USB side on a pseudo-terminal (module docstring, "USB ports"). Made by
+    :meth:`PrinterEmulator.add_usb_port`; runs on the loop it was made on."""
+
+    def __init__(self, printer: PrinterEmulator) -> None:
+        self._printer = printer
+        self._loop = asyncio.get_running_loop()
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # shared by every opener of the device side
+        os.set_blocking(self._master, False)
+        self.path = os.ttyname(self._slave)
+        """The device side: what the hub opens as it opens ``/dev/usb/lpN``."""
+        self._scanner = _RealtimeScanner()
+        self._reading = False
+        self.plugged = True
+        self._resume()
+
+    @property
+    def reading(self) -> bool:
+        """The emulator reads the pty now (False: its receive buffer is full, or unplugged)."""
+        return self._reading
+
+    def _resume(self) -> None:
+        if self.plugged and not self._reading:
+            self._loop.add_reader(self._master, self._readable)
+            self._reading = True
+
+    def resume_if_room(self) -> None:
+        if self._printer.has_room:
+            self._resume()
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self._master, self._printer._read_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EIO: no device side open (cannot happen while we hold it)
+            return
+        if not chunk:
+            return
+        answers = self._printer._take(chunk, self._scanner)
+        if answers:
+            # A few bytes; if the hub left thousands unread, the pty is full and these are
+            # lost, as a printer's answers are when nobody reads them.
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._master, answers)
+        if not self._printer.has_room and self._reading:
+            self._loop.remove_reader(self._master)
+            self._reading = False
+
+    def close(self) -> None:
+        if not self.plugged:
+            return
+        self.plugged = False
+        if self._reading:
+            self._loop.remove_reader(self._master)
+            self._reading = False
+        os.close(self._master)
+        os.close(self._slave)

@@ -110,6 +110,7 @@ def write(tmp_path: Path, text: str, name: str = "x.toml") -> Path:
             "'cutter' is not a key set",
         ),
         (('"0" = "PC437"', '"x" = "PC437"'), "capabilities.code_pages.x", "must be a number"),
+        (('protocol = "epson-dmd"', 'protocol = "toledo"'), "protocol", "a display speaks"),
     ],
 )
 def test_a_malformed_profile_is_refused_naming_file_and_key(
@@ -213,7 +214,10 @@ def test_nothing_is_read_when_no_device_names_a_profile(tmp_path: Path) -> None:
 
 #: Golden drawer-kick bytes per shipped drawer profile: ESC p m t1 t2, m = 0 pin 2 / 1 pin 5,
 #: t x 2 ms (peripherals.md §1.3; python-escpos cashdraw(2) is 1b 70 00 32 32).
-DRAWER_KICKS = {"Cash drawer, printer pin 2": "1b 70 00 32 32"}
+DRAWER_KICKS = {
+    "Cash drawer, printer pin 2": "1b 70 00 32 32",
+    "Cash drawer, printer pin 5": "1b 70 01 32 32",
+}
 
 DRAWER = (DEFAULT_DIR / "cash-drawer-pin2.toml").read_text()
 PRINTER = (DEFAULT_DIR / "epson-tm-t88vi.toml").read_text()

@@ -1,4 +1,5 @@
-"""The network printer emulator over real loopback TCP: jobs, status answers, held data, faults.
+"""The printer emulator over real loopback TCP (and its USB side on a pty): jobs, status answers,
+held data, faults.
 
 The emulator stands for the store's receipt printers in integration tests and the demo; if it
 answers a status the real printer would not, or prints what a real printer would hold, the
@@ -10,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -26,7 +29,8 @@ from devices.receipt import (
     encode_drawer_kick,
     encode_receipt,
 )
-from edge.sim.printer import EscPosDecoder, JobEnded, PreviewLine, PrinterEmulator
+from edge.relay.usblp import UsbDevice, UsbLine
+from edge.sim.printer import EscPosDecoder, JobEnded, PreviewLine, PrinterEmulator, UsbPort
 
 TIMEOUT = 5.0
 SALE = Receipt(
@@ -400,3 +404,61 @@ def test_a_column_mode_image_is_one_graphic_without_blank_lines() -> None:
         "IMAGE 100x72",  # three 24-dot stripes
         "after",
     ]
+
+
+# --- the USB side (a pty standing in for /dev/usb/lpN) ------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def usb_line(port: UsbPort) -> AsyncIterator[UsbLine]:
+    """The hub's end of the emulator's USB port, opened as the hub opens /dev/usb/lpN."""
+    fd = os.open(port.path, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY)
+    line = UsbLine(fd, UsbDevice(name="lp0", node=Path(port.path), vid="04b8", pid="0202"))
+    try:
+        yield line
+    finally:
+        line.close()
+
+
+async def test_a_usb_port_prints_and_answers_as_the_network_side_does(
+    printer: PrinterEmulator,
+) -> None:
+    port = printer.add_usb_port()
+    printer.paper_near_end = True
+    async with usb_line(port) as line:
+        wire = encode_receipt(SALE)
+        await line.send(wire + encode_status_request(StatusRequest.ROLL_PAPER))
+        async with asyncio.timeout(TIMEOUT):
+            assert await line.receive(1) == b"\x1e"  # near end, after the job was taken
+    job = await printer.wait_for_job(1, TIMEOUT)
+    assert job.raw == wire, "the pty is raw: no byte translated (no CR added to LF)"
+    assert "TOTAL" in job.text
+
+
+async def test_a_full_receive_buffer_stops_reading_the_usb_port_until_it_prints() -> None:
+    async with PrinterEmulator(max_buffer=1024, read_size=512) as printer:
+        printer.paper_out = True
+        port = printer.add_usb_port()
+        wire = encode_receipt(Receipt(header=tuple(f"line {i}" for i in range(20_000))))
+        async with usb_line(port) as line:
+            sending = asyncio.create_task(line.send(wire))
+            await printer.wait_until(lambda: printer.held_bytes >= 1024, TIMEOUT)
+            assert not port.reading, "a full buffer stops reading: the printer's BUSY"
+            assert printer.held_bytes < 1024 + 512
+            assert printer.bytes_received < len(wire)  # the rest waits in the pty and the hub
+            printer.paper_out = False
+            async with asyncio.timeout(TIMEOUT):
+                await sending  # the hub's write waited (add_writer); it did not fail
+            assert port.reading
+            job = await printer.wait_for_job(1, TIMEOUT)
+        assert job.raw == wire
+
+
+async def test_removing_a_usb_port_is_pulling_the_cable(printer: PrinterEmulator) -> None:
+    port = printer.add_usb_port()
+    async with usb_line(port) as line:
+        printer.remove_usb_port(port)
+        with pytest.raises(OSError):  # ConnectionError (EIO) on the hub's open node
+            async with asyncio.timeout(TIMEOUT):
+                await line.receive(1)
+    assert printer.usb_ports == []

@@ -4,12 +4,13 @@ A backlog of single-tender sales (one ``cashSale`` each) sits in a hub's outbox;
 with the NetSuite connector pointed at the simulator, which serves ``concurrency`` requests at
 a time, each taking ``latency`` seconds (a 429 beyond that, as NetSuite does). The limit is
 therefore ``concurrency / latency`` records per second; the figure is the records per second
-the hub achieves from its start to the last record, and the target is >= 90 % of the limit.
+the hub achieves from its first request to the last record (its start, reported apart, is
+not the connector's throughput), and the target is >= 90 % of the limit.
 
 Two service times: 300 ms, our assumption for a NetSuite record write (not measured: the
 reference gives no figure; real writes are often slower, which only helps the ratio), and
-50 ms, a stress case where the hub's own cost per request (signing, HTTP, its event loop
-shared with the simulator in this process) shows.
+50 ms, a stress case where the hub's own cost per request (planning, mapping, signing, HTTP)
+shows. The hub runs in its own process, as in a store.
 
 A third case posts the 300 ms backlog while the hub reads a large catalogue from the same
 account (``[catalogue] source = "netsuite"``, 50,000 items, started with the hub): the figure
@@ -32,12 +33,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
+
 from bench.bench_outbox import fill_backlog
 from bench.common import Figure, Report, free_port
-from edge.app import Hub
-from edge.settings import settings_from_dict
 from edge.sim.netsuite.auth import TbaCredential
 from edge.sim.netsuite.server import NetSuiteSim, run_netsuite_sim
+from edge.sim.process import HubProcess, write_config
 from edge.sim.registers import CATALOGUE
 
 SCALE = float(os.environ.get("BENCH_NETSUITE_SCALE", "1"))
@@ -46,6 +48,22 @@ TBA = TbaCredential("bench-ck", "bench-cs", "bench-tok", "bench-ts")
 
 
 CATALOGUE_ITEMS = 50_000
+
+
+async def _catalogue_sync(http_port: int) -> tuple[bool, float]:
+    """(is the hub's catalogue sync still running, pages it read so far)."""
+    base = f"http://127.0.0.1:{http_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/api/v1/catalogue") as answer:
+            status = await answer.json()
+        async with http.get(f"{base}/metrics") as answer:
+            metrics = await answer.text()
+    parts = next(
+        (float(line.split()[-1]) for line in metrics.splitlines()
+         if line.startswith("edge_catalogue_sync_parts ")),
+        0.0,
+    )  # fmt: skip
+    return status["syncing"] is not None, parts
 
 
 async def posting(
@@ -68,12 +86,14 @@ async def posting(
         with tempfile.TemporaryDirectory() as tmp:
             state = Path(tmp) / "state"
             await fill_backlog(state / "outbox.db", sales)
-            settings = settings_from_dict(
+            http_port = free_port()
+            config = write_config(
+                Path(tmp) / "edge.toml",
                 {
                     "store_id": "bench",
                     "state_dir": str(state),
                     "broker": {"port": free_port(), "lan_port": free_port()},
-                    "http": {"port": 0},
+                    "http": {"port": http_port},
                     "log": {"level": "WARNING"},
                     "outbox": {"connector": "netsuite", "min_free_bytes": 0,
                                "concurrency": concurrency, "batch_max": 50},
@@ -93,19 +113,23 @@ async def posting(
                         },
                     }},
                 },
-                "bench",
             )  # fmt: skip
-            hub = Hub(settings)
+            # The hub in its own process, as in a store: the simulator's work (signatures,
+            # records) is not charged to the hub's event loop.
+            hub = HubProcess(config)
             started = time.perf_counter()
-            task = asyncio.create_task(hub.run(handle_signals=False))
+            await hub.start(timeout=60)
             try:
                 await ns.wait_until(lambda: len(sim.ledger()) >= sales)
-                elapsed = time.perf_counter() - started
-                still_syncing = hub.catalogue.syncing is not None
-                parts = hub.catalogue.metrics.sync_parts._value.get()
+                finished = time.perf_counter()
+                # Posting is timed from the hub's first request: its start (a broker, the
+                # stores) is not the connector's throughput, and is reported apart.
+                assert sim.first_request_at is not None
+                elapsed = finished - sim.first_request_at
+                startup = sim.first_request_at - started
+                still_syncing, parts = await _catalogue_sync(http_port)
             finally:
-                hub.request_stop()
-                await task
+                await hub.stop()
     rate = sales / elapsed
     if with_sync:
         print(f"    catalogue still syncing at the end: {still_syncing} ({parts:.0f} pages read)")
@@ -126,7 +150,8 @@ async def posting(
         f"NetSuite posting rate, {latency * 1000:.0f} ms per record", rate, "records/s",
         "simulated account limit", limit,
         ">= 90 % of limit", rate >= 0.9 * limit,
-        f"{sales} cashSales in {elapsed:.1f} s incl. hub start; {concurrency} in flight x "
+        f"{sales} cashSales in {elapsed:.1f} s from the hub's first request (its start took "
+        f"{startup:.1f} s before); {concurrency} in flight x "
         f"{latency * 1000:.0f} ms; peak in flight {sim.peak_inflight}, {refused} refused 429",
     ))  # fmt: skip
     return rate

@@ -5,7 +5,9 @@
    same broker. Figures: acks/s and p50/p99 at 1, 10 and 50 lanes. Targets: >= 80 % of the
    echo's throughput, p99 <= 2x the echo's.
 2. Drain: a 100,000-transaction backlog drained by the hub to the HQ simulator, against the
-   simulator's own limit (concurrency x batch / latency). Target >= 90 %.
+   simulator's own limit (concurrency x batch / latency), timed from the first batch the
+   simulator receives to the last sale committed (the hub's start is reported apart).
+   Target >= 90 %.
 3. Bytes on disk per sale (outbox file + WAL / items), reported.
 4. Outage: with a backlog and the WAN cut, the WAN returns: time from the first good probe to
    the drain running, and ack latency of new sales during the drain vs before the outage.
@@ -218,14 +220,20 @@ async def drain(report: Report) -> None:
             try:
                 await hq.wait_until(lambda s: len(s.committed) >= BACKLOG)
             finally:
-                elapsed = time.perf_counter() - started
+                finished = time.perf_counter()
                 await hub.stop()
+    # Timed from the hub's first batch: its start (opening a 100,000-item outbox) is not the
+    # drain rate, and is reported apart.
+    assert sim.stats.first_request_at is not None
+    elapsed = finished - sim.stats.first_request_at
+    startup = sim.stats.first_request_at - started
     stats = sim.stats.as_json()
     print(f"    simulator: {stats}", flush=True)
     rate = BACKLOG / elapsed
     report.add(Figure("backlog drain rate", rate, "sales/s", "simulator limit", limit,
                       ">= 90 % of limit", rate >= 0.9 * limit,
-                      f"{BACKLOG} sales in {elapsed:.1f} s incl. hub start; "
+                      f"{BACKLOG} sales in {elapsed:.1f} s from the first batch (hub start "
+                      f"{startup:.1f} s before); "
                       f"{concurrency} x {batch} / {latency} s"))  # fmt: skip
 
 

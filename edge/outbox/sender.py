@@ -6,14 +6,21 @@ Theory of operation
 One loop, woken by a new append, a finished batch, an operator action, or the next due time
 (at most ``idle_poll_s`` apart):
 
-1. read due pending items in sequence order (``store.due``), skip those in flight;
+1. read due pending items in sequence order (``store.due``), skip those in flight; a little
+   more than there is room for, looking further only when items held by their dependencies
+   fill that window (up to :data:`LOOKAHEAD_MAX`);
 2. look up the status of everything they depend on (``store.statuses``; absent = satisfied);
-3. ask the policy for a plan: batches to send now (bounded by free concurrency slots and the
-   connector's batch size; none while the WAN breaker is open or the cloud throttles us; one
-   single-item probe while half-open), and why each held item waits;
-4. start each batch as a task of the sender's TaskGroup; a batch task calls the connector,
-   records every outcome in the store (delivered / retry later with backoff / parked), feeds
-   the breaker, and wakes the loop.
+3. ask the policy for a plan: batches to send now (bounded by free concurrency slots, plus as
+   many planned ahead while the cloud answers normally, and the connector's batch size; none
+   while the WAN breaker is open or the cloud throttles us; one single-item probe while
+   half-open), and why each held item waits;
+4. start each batch as a task of the sender's TaskGroup, oldest first, while slots are free;
+   a batch planned ahead waits with its payloads being read. A batch task calls the
+   connector; on the answer it frees its slot and starts the next planned batch at once (not
+   after a plan and two reads), feeds the breaker, records every outcome in the store
+   (delivered / retry later with backoff / parked), and wakes the loop. When the breaker
+   leaves "closed" or the cloud throttles us, the batches planned ahead are forgotten (their
+   items are pending again).
 
 When the breaker closes again (the WAN is back), items whose backoff grew during the outage are
 made due at once, so the backlog starts draining immediately instead of waiting out its timers.
@@ -25,13 +32,14 @@ that depend on it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge.metrics import Metrics
@@ -43,6 +51,9 @@ from edge.uplink.base import Connector, Outbound
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
+LOOKAHEAD_MAX = 4096
+"""At most this many due items are read for one plan (items held by their dependencies are
+looked past up to here)."""
 
 
 @dataclass
@@ -96,6 +107,10 @@ class Sender:
         self._batch_max = max(1, min(settings.batch_max, connector.max_batch))
         self._inflight: set[str] = set()
         self._running = 0
+        # Batches planned ahead of a free slot, their payloads loading: a slot freed by an
+        # answer starts the next batch at once instead of after a plan and two reads.
+        self._ready: collections.deque[_Ready] = collections.deque()
+        self._tg: asyncio.TaskGroup | None = None
         self._throttle_until = 0.0
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
@@ -149,41 +164,85 @@ class Sender:
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 while True:
                     now = self._clock()
                     await self._housekeeping(now)
-                    if self._running < self._slots:
+                    if self._running < self._slots or len(self._ready) < self._slots:
                         await self._plan_and_start(tg, now)
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(await self._idle_for(now)):
                             await self._wake.wait()
         finally:
+            self._tg = None
+            self._drop_ready()
             await self._connector.aclose()
+
+    def _may_plan_ahead(self, now: float) -> bool:
+        """Batches are planned ahead only while the cloud answers normally: not while the
+        breaker probes or the cloud throttles us."""
+        return self.breaker.state == "closed" and now >= self._throttle_until
 
     async def _plan_and_start(self, tg: asyncio.TaskGroup, now: float) -> None:
         capacity = self._slots - self._running
-        limit = capacity * self._batch_max + 256
+        if self._may_plan_ahead(now):
+            capacity += self._slots - len(self._ready)
+        else:
+            self._drop_ready()
+        if capacity <= 0:
+            return
+        # Read a little more than the free capacity; only when items held by their
+        # dependencies fill that window, look further (reading hundreds of rows at every plan
+        # was most of the sender's cost when each batch is one record).
+        wanted = capacity * self._batch_max
+        limit = max(2 * wanted, 32)
+        while True:
+            planned = await self._plan(now, capacity, limit)
+            if planned is None:
+                self.waiting = {}
+                return
+            plan, by_key, read = planned
+            sending = sum(len(batch) for batch in plan.batches)
+            if (
+                sending >= wanted
+                or plan.probe
+                or plan.blocked is not None
+                or read < limit
+                or limit >= LOOKAHEAD_MAX
+            ):
+                break
+            limit = min(limit * 8, LOOKAHEAD_MAX)
+        self.waiting = dict(plan.waiting)
+        if plan.probe:
+            self.breaker.begin_probe(now)
+        for batch in plan.batches:
+            items = [by_key[state.key] for state in batch]
+            self._inflight.update(i.key for i in items)
+            payloads = asyncio.ensure_future(self._store.payloads([i.seq for i in items]))
+            self._ready.append(_Ready(items, payloads))
+        self._start_ready(tg)
+
+    async def _plan(
+        self, now: float, capacity: int, limit: int
+    ) -> tuple[policy.Plan, dict[str, Item], int] | None:
+        """The policy's plan over the first ``limit`` due items (None: nothing is due), the
+        items by key, and how many rows were read."""
         # Keys in flight are left out by the query itself (reading them at every plan was most
         # of a drain's cost). Those in flight when the query starts stay out even if their
         # batch finishes during the await: the snapshot read before its commit still shows
         # them pending, and they would be sent again (harmless, the cloud is idempotent, but
         # wasted work).
         busy = set(self._inflight)
-        due = [
-            i
-            for i in await self._store.due(now, limit, excluding=busy)
-            if i.key not in self._inflight
-        ]
+        rows = await self._store.due(now, limit, excluding=busy)
+        due = [i for i in rows if i.key not in self._inflight]
         if not due:
-            self.waiting = {}
-            return
+            return None
         deps = {d for item in due for d in item.depends_on}
         found = await self._store.statuses(deps) if deps else {}
         dependency_status: dict[str, policy.DependencyStatus] = {
             d: ("pending" if d in self._inflight else found.get(d, "absent")) for d in deps
         }
-        by_key = {item.key: item for item in due}
         plan = policy.plan(
             [_state(item) for item in due],
             dependency_status=dependency_status,
@@ -194,26 +253,40 @@ class Sender:
             throttle_until=self._throttle_until,
             now=now,
         )
-        self.waiting = dict(plan.waiting)
-        if plan.probe:
-            self.breaker.begin_probe(now)
-        for batch in plan.batches:
-            items = [by_key[state.key] for state in batch]
-            self._inflight.update(i.key for i in items)
-            self._running += 1
-            tg.create_task(self._send(items), name=f"outbox-batch:{items[0].seq}")
+        return plan, {item.key: item for item in due}, len(rows)
 
-    async def _send(self, items: Sequence[Item]) -> None:
+    def _start_ready(self, tg: asyncio.TaskGroup) -> None:
+        """Start planned batches, oldest first, in the free slots."""
+        while self._ready and self._running < self._slots:
+            ready = self._ready.popleft()
+            self._running += 1
+            tg.create_task(self._send(ready), name=f"outbox-batch:{ready.items[0].seq}")
+
+    def _drop_ready(self) -> None:
+        """Forget the batches planned ahead (the breaker opened, the cloud throttles us, the
+        sender stops): their items are pending again, for the next plan."""
+        while self._ready:
+            ready = self._ready.popleft()
+            if ready.payloads.done() and not ready.payloads.cancelled():
+                ready.payloads.exception()  # retrieved: a failed read is retried by the next plan
+            ready.payloads.cancel()
+            self._inflight.difference_update(i.key for i in ready.items)
+
+    async def _send(self, ready: _Ready) -> None:
+        items = ready.items
         slot_held = True
         try:
-            payloads = await self._store.payloads([i.seq for i in items])
+            payloads = await ready.payloads
             outcomes = await self._connector.deliver([_outbound(i, payloads[i.seq]) for i in items])
             # The cloud has answered: the slot is free for the next batch while this one's
             # outcomes are recorded (its keys stay in flight until then).
             self._running -= 1
             slot_held = False
+            verdict = self._assess(items, outcomes)
+            if self._tg is not None and self._may_plan_ahead(verdict.now):
+                self._start_ready(self._tg)
             self.wake()
-            await self._record(items, outcomes)
+            await self._record(verdict)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -227,40 +300,49 @@ class Sender:
             self._pulse()
             self.wake()
 
-    async def _record(self, items: Sequence[Item], outcomes: Sequence[policy.Outcome]) -> None:
+    def _assess(self, items: Sequence[Item], outcomes: Sequence[policy.Outcome]) -> _Verdict:
+        """What the cloud's answers mean for each item, the breaker and the throttle (no I/O:
+        the next batch may start on it before the outcomes are written)."""
         if len(outcomes) != len(items):
             raise RuntimeError(
                 f"connector {self._connector.name} answered {len(outcomes)} outcomes "
                 f"for {len(items)} items"
             )
-        now = self._clock()
-        was_closed = self.breaker.state == "closed"
-        delivered: list[tuple[int, str]] = []
-        parked: list[tuple[int, str, Any]] = []
-        retry: list[tuple[int, int, float, str]] = []
+        verdict = _Verdict(now=self._clock(), was_closed=self.breaker.state == "closed")
+        now = verdict.now
         for item, outcome in zip(items, outcomes, strict=True):
             state = policy.apply_outcome(_state(item), outcome, now, self._schedule, self._rng)
             if isinstance(outcome, policy.Delivered):
-                delivered.append((item.seq, outcome.record_id))
+                verdict.delivered.append((item.seq, outcome.record_id))
             elif isinstance(outcome, policy.Rejected):
-                parked.append((item.seq, f"{outcome.code}: {outcome.message}", outcome.detail))
+                verdict.parked.append(
+                    (item.seq, f"{outcome.code}: {outcome.message}", outcome.detail)
+                )
                 log.warning("outbox: %s rejected by the cloud: %s", item.key, outcome.code)
             else:
-                retry.append((item.seq, state.attempts, state.next_attempt_at, outcome.reason))
+                verdict.retry.append(
+                    (item.seq, state.attempts, state.next_attempt_at, outcome.reason)
+                )
                 self._metrics.outbox_retries.labels(outcome.kind).inc()
                 if outcome.kind == "throttled" and outcome.retry_after:
                     self._throttle_until = max(self._throttle_until, now + outcome.retry_after)
         self.breaker.record(outcomes, now)
-        if delivered:
-            await self._store.mark_delivered(delivered, now=now)
-            self._metrics.outbox_delivered.inc(len(delivered))
-            self.rates._delivered += len(delivered)
-        if parked:
-            await self._store.mark_parked(parked, now=now)
-            self._metrics.outbox_parked.inc(len(parked))
-        if retry:
-            await self._store.mark_retry(retry)
-        if not was_closed and self.breaker.state == "closed":
+        if not self._may_plan_ahead(now):
+            self._drop_ready()
+        return verdict
+
+    async def _record(self, verdict: _Verdict) -> None:
+        now = verdict.now
+        if verdict.delivered:
+            await self._store.mark_delivered(verdict.delivered, now=now)
+            self._metrics.outbox_delivered.inc(len(verdict.delivered))
+            self.rates._delivered += len(verdict.delivered)
+        if verdict.parked:
+            await self._store.mark_parked(verdict.parked, now=now)
+            self._metrics.outbox_parked.inc(len(verdict.parked))
+        if verdict.retry:
+            await self._store.mark_retry(verdict.retry)
+        if not verdict.was_closed and self.breaker.state == "closed":
             log.info("outbox: the cloud answers again; releasing backoff of waiting items")
             await self._release_backoff(now)
 
@@ -293,6 +375,25 @@ class Sender:
         events = [self._throttle_until, self.breaker.next_probe_at, await self._store.next_due_at()]
         future = [at - now for at in events if at is not None and at > now]
         return min([idle, *future])
+
+
+@dataclass(slots=True)
+class _Verdict:
+    """The outcomes of one batch, sorted for the store."""
+
+    now: float
+    was_closed: bool
+    delivered: list[tuple[int, str]] = field(default_factory=list)
+    parked: list[tuple[int, str, Any]] = field(default_factory=list)
+    retry: list[tuple[int, int, float, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Ready:
+    """A planned batch waiting for a slot, its payloads being read meanwhile."""
+
+    items: list[Item]
+    payloads: asyncio.Future[dict[int, bytes]]
 
 
 def _state(item: Item) -> policy.ItemState:

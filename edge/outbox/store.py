@@ -26,7 +26,8 @@ and ``park`` items with an audit row (who, why, when). All writes go through the
 thread, so SQLite never sees two writers from this process.
 
 *Reads* for status and listings use a second connection on its own thread (WAL lets it read
-while the writer commits).
+while the writer commits); the once-a-second counts (:meth:`OutboxStore.stats`) a third, so
+that the sender's reads never wait behind them.
 
 Errors::
 
@@ -242,6 +243,9 @@ class OutboxStore:
         self._max_page_count = max_page_count
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-writer")
         self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-reader")
+        # Counting a 100,000-item outbox takes a while: on its own connection, so the sender's
+        # reads (on the reader) never queue behind the once-a-second figures.
+        self._stats_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-stats")
         self._local = threading.local()
         # Appends waiting for the writer thread; guarded by _appends_lock (both threads).
         self._appends: collections.deque[_Append] = collections.deque()
@@ -279,7 +283,7 @@ class OutboxStore:
             self.entries_committed,
             self.groups_committed,
         )
-        for pool in (self._writer_pool, self._reader_pool):
+        for pool in (self._writer_pool, self._reader_pool, self._stats_pool):
             await asyncio.get_running_loop().run_in_executor(pool, self._close_local)
             pool.shutdown(wait=True)
 
@@ -655,7 +659,9 @@ class OutboxStore:
                 db_bytes=pages * size + self._wal_size(),
             )
 
-        return await self._on_reader(query)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._stats_pool, lambda: query(self._db())
+        )
 
     async def prune_delivered(self, *, older_than: float) -> int:
         """Delete delivered items delivered before ``older_than``; returns how many."""

@@ -10,15 +10,17 @@ steps, in order; the first that answers ends it:
 
 1. count the request; check the bearer token (401);
 2. take a concurrency slot, or answer 429 ``CONCURRENCY_LIMIT_EXCEEDED`` when all are taken;
-3. draw a fault (the FIFO script first, else the seeded random profile); wait the base latency
-   plus any latency fault; a ``throttle`` fault answers 429, ``server_error`` 500/502/503,
-   ``timeout`` never answers, ``reset`` aborts the connection with RST;
+3. draw a fault (the FIFO script first, else the seeded random profile); a ``throttle`` fault
+   answers 429, ``server_error`` 500/502/503, after the base latency (plus any latency fault);
+   ``timeout`` never answers, ``reset`` aborts the connection with RST, after the same wait;
 4. check Content-Type (415) and the Idempotency-Key header (400), read the body (413);
 5. look the Idempotency-Key up: replay the stored answer, or 422 (see below);
 6. parse and validate the whole batch (400/413): nothing is committed unless all of it is valid;
 7. commit: each new, non-rejected event gets a record id; known ids answer as duplicates;
-8. store the answer under the key; a ``commit_then_lose`` fault now aborts the connection (the
-   client never learns it succeeded), otherwise the 200 answer is sent.
+8. store the answer under the key; once the base latency (plus any latency fault) has passed
+   since the request arrived (steps 4-8 are part of that service time), a
+   ``commit_then_lose`` fault aborts the connection (the client never learns it succeeded),
+   otherwise the answer is sent.
 
 Steps 5 to 8 run without an ``await``: a client giving up (which cancels the handler, see
 :func:`run_hq_api`) can never leave half a batch committed, and two requests with the same key
@@ -129,6 +131,7 @@ import random
 import re
 import socket
 import struct
+import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -395,6 +398,9 @@ class HqStats:
     concurrency_rejections: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    first_request_at: float | None = None
+    """``time.perf_counter()`` when the first batch request arrived (benches time a drain
+    from it, leaving the hub's start out)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -770,6 +776,8 @@ async def _post_batch(request: web.Request) -> web.Response:
     sim = request.app[SIM_KEY]
     runtime = request.app[_RUNTIME_KEY]
     sim.stats.requests += 1
+    if sim.stats.first_request_at is None:
+        sim.stats.first_request_at = time.perf_counter()
     refusal = sim.authorized(request.headers.get("Authorization")) or sim.enter()
     if refusal is not None:
         return _error_answer(sim, refusal)
@@ -791,9 +799,11 @@ async def _serve_batch(
     delay = sim.latency_s
     if fault is not None and fault.kind is FaultKind.LATENCY:
         delay += fault.delay_s
-    if delay > 0:
-        await asyncio.sleep(delay)
-    if fault is not None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + delay
+    if fault is not None and fault.kind in _GATEWAY_FAULTS:
+        if delay > 0:
+            await asyncio.sleep(delay)
         if fault.kind is FaultKind.THROTTLE:
             raise BatchError(
                 429,
@@ -812,9 +822,36 @@ async def _serve_batch(
         if fault.kind is FaultKind.TIMEOUT:
             await runtime.released.wait()  # only set at shutdown
             return _abort_with_rst(request)
-        if fault.kind is FaultKind.RESET:
-            return _abort_with_rst(request)
+        return _abort_with_rst(request)  # RESET
 
+    # Steps 4-8; the latency is the whole service time, this work included (the bench's
+    # limit, concurrency x batch / latency, assumes so).
+    try:
+        answer = await _apply_batch(request, sim, runtime)
+    except BatchError:
+        await _sleep_until(loop, deadline)
+        raise
+    await _sleep_until(loop, deadline)
+    if fault is not None and fault.kind is FaultKind.COMMIT_THEN_LOSE:
+        return _abort_with_rst(request)
+    return answer
+
+
+_GATEWAY_FAULTS: Final = frozenset(
+    {FaultKind.THROTTLE, FaultKind.SERVER_ERROR, FaultKind.TIMEOUT, FaultKind.RESET}
+)
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    remaining = deadline - loop.time()
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+
+
+async def _apply_batch(
+    request: web.Request, sim: HqApiSimulator, runtime: _Runtime
+) -> web.Response:
+    """Steps 4-8: the answer to send (the batch is committed), or raise BatchError."""
     # Step 4: the request's form.
     if request.content_type != BATCH_CONTENT_TYPE:
         raise BatchError(
@@ -841,8 +878,6 @@ async def _serve_batch(
     answer = StoredAnswer(200, _dumps({"results": sim.commit(events)}))
     sim.store_answer(key, body, answer)
     runtime.notify()
-    if fault is not None and fault.kind is FaultKind.COMMIT_THEN_LOSE:
-        return _abort_with_rst(request)
     return _answer(sim, answer.status, answer.body)
 
 

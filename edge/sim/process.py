@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import re
 import signal
 import socket
 import sys
@@ -24,16 +25,25 @@ def toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_value(key)
+
+
 def write_config(path: Path, sections: dict[str, Any]) -> Path:
-    lines = [f"{k} = {toml_value(v)}" for k, v in sections.items() if not isinstance(v, dict)]
-    for name, body in sections.items():
-        if isinstance(body, dict):
-            for sub, table in body.items():
-                if isinstance(table, dict):
-                    lines.append(f"[{name}.{sub}]")
-                    lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+    """``sections`` as TOML: scalars and lists as keys, dicts as tables (any depth)."""
+    lines: list[str] = []
+
+    def table(name: str, body: dict[str, Any]) -> None:
+        if name:
             lines.append(f"[{name}]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in body.items() if not isinstance(v, dict)]
+        lines.extend(
+            f"{_toml_key(k)} = {toml_value(v)}" for k, v in body.items() if not isinstance(v, dict)
+        )
+        for k, v in body.items():
+            if isinstance(v, dict):
+                table(f"{name}.{_toml_key(k)}" if name else _toml_key(k), v)
+
+    table("", sections)
     path.write_text("\n".join(lines) + "\n")
     return path
 

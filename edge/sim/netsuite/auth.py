@@ -311,9 +311,14 @@ class Authenticator:
             while len(self._nonces) > 100_000:
                 self._nonces.popitem(last=False)
             return
+        # Oldest first, in arrival order (O(1) per request: a scan of every nonce cost the
+        # posting bench a tenth of its event loop). One that arrived out of order stays a
+        # little longer: harmless, its timestamp is refused anyway.
         horizon = now - self.timestamp_skew_s
-        stale = [key for key, ts in self._nonces.items() if ts < horizon]
-        for key in stale:
+        while self._nonces:
+            key, timestamp = next(iter(self._nonces.items()))
+            if timestamp >= horizon:
+                break
             del self._nonces[key]
 
     # -- the token endpoint ------------------------------------------------------------------

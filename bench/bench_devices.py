@@ -6,7 +6,10 @@ finds a register that announces itself.
    receipt with python-escpos, sends it, answers) against a bare MQTT echo of the same request
    through the same broker, interleaved, one request at a time. Target: the hub adds <= 1 ms at
    p50. Every print has its own command id (a re-sent id would be answered from the dedupe
-   table without printing).
+   table without printing). The prints come back to back, so they share the connection the
+   hub keeps to the printer (``devices.keep_open_s``); a print after a longer pause also pays
+   a connect. The emulator runs in this process, on the same event loop: its own work (taking
+   the job, answering the status requests) is in the figure too.
 2. Discovery: a register starts announcing ``_posreg._tcp`` over mDNS on loopback; the figure
    is the time until the hub's lane registry lists it, against a bare python-zeroconf browser
    in the same process seeing the same announcement. Both include mDNS probing (RFC 6762 §8.1:

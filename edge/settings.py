@@ -291,6 +291,10 @@ class DevicesSettings(_Section):
     """A device is declared gone only after this many missed checks in a row."""
     timeout_s: float = 5.0
     """Bound on one command (a print, a drawer kick, a status check)."""
+    keep_open_s: float = 2.0
+    """A network printer's connection stays open this long after a command or check, for the
+    next one (a sale's receipt then its drawer kick, a rush of receipts), then closes: store
+    printers take one client at a time. 0: a connection per command."""
     printers: list[PrinterSettings] = []
     scales: list[ScaleSettings] = []
     displays: list[DisplaySettings] = msgspec.field(default_factory=list)
@@ -607,6 +611,8 @@ def _check(s: Settings, source: str) -> None:
     d = s.devices
     if d.status_every_s <= 0 or d.timeout_s <= 0 or d.misses_to_offline < 1:
         raise bad("devices", "status_every_s and timeout_s must be > 0, misses_to_offline >= 1")
+    if d.keep_open_s < 0:
+        raise bad("devices.keep_open_s", "must be >= 0")
     names = [p.name for p in d.printers] + [s.name for s in d.scales]
     names += [display.name for display in d.displays]
     for index, display in enumerate(d.displays):

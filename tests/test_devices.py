@@ -118,6 +118,64 @@ async def test_a_printer_that_stops_answering_is_offline_not_hung(
     assert refused.value.code == "OFFLINE"
 
 
+async def test_a_rush_of_receipts_shares_one_connection_closed_when_idle_or_stopping(
+    emulator: PrinterEmulator,
+) -> None:
+    """A connect per receipt is a round trip more for every customer at the rush hour; a
+    connection held while nothing prints keeps every other client off a printer that takes
+    one at a time, and one left open at shutdown leaks."""
+    printers = printers_for(emulator)
+    async with running(printers):
+        for n in range(3):
+            await printers.print_receipt(print_request(f"r{n}", f"Receipt {n}"), "lane-1")
+        await printers.check(printers.printers["front"])
+        assert emulator.connections_accepted == 1, "the checks and jobs shared one connection"
+        assert emulator.open_connections == 1
+    await emulator.wait_until(lambda: emulator.open_connections == 0)
+    assert len(emulator.jobs) == 3
+
+    idle = NetworkPrinter("127.0.0.1", emulator.port, timeout_s=2, keep_open_s=0.05)
+    await idle.status()
+    await emulator.wait_until(lambda: emulator.open_connections == 0)
+    assert emulator.connections_accepted == 2, "closed after keep_open_s without a command"
+
+
+async def test_a_kept_connection_the_printer_dropped_is_replaced_before_the_job(
+    emulator: PrinterEmulator,
+) -> None:
+    """Switched off and on between two receipts, the printer resets the connection kept
+    from the first: the second must print once on a new connection, not be answered OFFLINE
+    (or counted as a missed check) for a printer that is there."""
+    driver = NetworkPrinter("127.0.0.1", emulator.port, timeout_s=2, keep_open_s=60)
+    await driver.print(encode_receipt(RECEIPT))
+    emulator.fault = "drop"  # resets the open connection, the hub has not seen it yet
+    emulator.fault = None
+    state = await driver.print(encode_receipt(RECEIPT))
+    assert state.summary == "ready"
+    assert emulator.connections_accepted == 2
+    assert len(emulator.jobs) == 2
+    driver.close_idle_connection()
+
+
+async def test_a_connection_that_timed_out_is_never_used_again(
+    emulator: PrinterEmulator,
+) -> None:
+    """Answers are matched to requests by their order: a connection on which a status
+    request went unanswered may deliver that answer later, as the answer to the next job's
+    request (a job confirmed by a stale byte)."""
+    driver = NetworkPrinter("127.0.0.1", emulator.port, timeout_s=0.3, keep_open_s=60)
+    await driver.status()
+    emulator.fault = "silent"
+    with pytest.raises(PrinterError) as hung:
+        await driver.print(encode_receipt(RECEIPT))
+    assert hung.value.code == "OFFLINE", "nothing was sent but the status requests"
+    emulator.fault = None
+    await driver.print(encode_receipt(RECEIPT))
+    assert emulator.connections_accepted == 2
+    assert len(emulator.jobs) == 1
+    driver.close_idle_connection()
+
+
 async def test_presence_is_debounced_over_missed_checks(emulator: PrinterEmulator) -> None:
     printers = printers_for(emulator, misses=3)
     front = printers.printers["front"]

@@ -5,10 +5,17 @@ asks for.
 
 Theory of operation
 -------------------
-Every operation opens its own connection (store printers accept one client at a time, and a
-connection kept open across a power cycle of the printer dies silently), and is bounded by
-``timeout_s``. A USB printer is found again by its USB identity at every opening
-(:mod:`edge.relay.usblp`), so it keeps its name when it moves to another port or ``lpN``.
+Every operation is bounded by ``timeout_s`` and starts with a status round trip on its
+connection (:meth:`EscPosPrinter._session`). A USB printer is opened for each operation and
+found again by its USB identity every time (:mod:`edge.relay.usblp`), so it keeps its name
+when it moves to another port or ``lpN``. A network printer's connection is kept open
+``keep_open_s`` after an operation for the next one (a sale's receipt then its drawer kick, a
+rush of receipts: a connect saved each time), then closed, because store printers accept one
+client at a time. A kept connection may have died meanwhile (the printer closed it, or was
+switched off and on: it resets it): that shows in the first round trip, before anything but
+status requests was sent on it, and the operation goes on once on a new connection. Any
+failure, timeout or cancellation closes the connection it happened on: answers are matched
+to requests by their order, so a connection that may still owe one is never used again.
 Both transports carry the same bytes; everything below is transport-blind
 (:class:`EscPosPrinter`):
 
@@ -21,7 +28,11 @@ Both transports carry the same bytes; everything below is transport-blind
   print later, long after the customer left: the register must decide). Then it writes the
   job followed by the same three requests in one write: their answers arrive once the job's
   bytes have reached the printer, so their arrival means the job was taken, and their content
-  says whether paper ran out during it. A print costs a connect and two round trips.
+  says whether paper ran out during it. A print costs two round trips (and a connect when no
+  connection was kept). Neither can go: the first is the promise of docs/protocol.md §10
+  (checked first, refused rather than held; a state known from earlier, even from the last
+  job's answers, says nothing of a cover opened or a printer switched off since), the second
+  is what "done" means (the printer took the job, and the paper did not run out during it).
 
 Errors: :class:`PrinterError` with a stable ``code`` (``OFFLINE``: no answer or no
 connection, or no USB printer with the configured identity; ``PAPER_OUT``; ``COVER_OPEN``;
@@ -136,10 +147,19 @@ class _TcpLink:
     async def receive(self, size: int) -> bytes:
         return await self._reader.readexactly(size)
 
+    @property
+    def closed(self) -> bool:
+        """Closed by us, or the printer's end of stream already arrived."""
+        return self._writer.is_closing() or self._reader.at_eof()
+
+    def close(self) -> None:
+        self._writer.close()
+
 
 class EscPosPrinter:
     """Status checks and jobs over any :class:`Link` (module docstring); a transport
-    provides :meth:`_link` and :attr:`address`."""
+    provides :attr:`address` and :meth:`_link`, or :meth:`_session` when it keeps its
+    connection between operations."""
 
     def __init__(self, *, timeout_s: float = 5.0) -> None:
         self.timeout_s = timeout_s
@@ -149,8 +169,18 @@ class EscPosPrinter:
         raise NotImplementedError
 
     def _link(self) -> contextlib.AbstractAsyncContextManager[Link]:
-        """Open a connection; raises :class:`PrinterError` ``OFFLINE`` when there is none."""
+        """Open a connection, closed when the block ends; raises :class:`PrinterError`
+        ``OFFLINE`` when there is none."""
         raise NotImplementedError
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[tuple[Link, PrinterState]]:
+        """A connection and the printer's state read on it: how every operation starts."""
+        async with self._link() as link:
+            yield link, await self._state(link)
+
+    def close_idle_connection(self) -> None:
+        """Close the connection kept for the next operation, if any (the hub stops)."""
 
     async def _state(self, link: Link, before: bytes = b"") -> PrinterState:
         """The three real-time status requests in one write (after ``before``, e.g. a job),
@@ -176,8 +206,8 @@ class EscPosPrinter:
         """The printer's state now. Raises :class:`PrinterError` ``OFFLINE`` when it does not
         answer within ``timeout_s``."""
         try:
-            async with asyncio.timeout(self.timeout_s), self._link() as link:
-                return await self._state(link)
+            async with asyncio.timeout(self.timeout_s), self._session() as (_, state):
+                return state
         except (TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
             raise PrinterError("OFFLINE", f"{self.address} did not answer: {exc!r}") from None
         except FrameError as exc:
@@ -191,8 +221,7 @@ class EscPosPrinter:
         the job may well print (the rest, once paper is loaded), so a re-send must not."""
         sent = False
         try:
-            async with asyncio.timeout(self.timeout_s), self._link() as link:
-                before = await self._state(link)
+            async with asyncio.timeout(self.timeout_s), self._session() as (link, before):
                 if (refused := before.refusal()) is not None:
                     raise refused
                 # The answers to the requests after the job come once the job's bytes have
@@ -215,29 +244,94 @@ class EscPosPrinter:
 
 
 class NetworkPrinter(EscPosPrinter):
-    """A printer on the network: raw TCP (JetDirect / AppSocket), port 9100."""
+    """A printer on the network: raw TCP (JetDirect / AppSocket), port 9100. Its connection
+    is kept ``keep_open_s`` after an operation (module docstring; 0: one per operation).
 
-    def __init__(self, host: str, port: int = DEFAULT_PORT, *, timeout_s: float = 5.0) -> None:
+    Calling contract: one operation at a time (the hub holds the printer's lock), on one
+    event loop."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = DEFAULT_PORT,
+        *,
+        timeout_s: float = 5.0,
+        keep_open_s: float = 0.0,
+    ) -> None:
         super().__init__(timeout_s=timeout_s)
         self.host = host
         self.port = port
+        self.keep_open_s = keep_open_s
+        self._kept: _TcpLink | None = None
+        self._closing_kept: asyncio.TimerHandle | None = None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @contextlib.asynccontextmanager
-    async def _link(self) -> AsyncIterator[Link]:
+    async def _connect(self) -> _TcpLink:
         try:
             reader, writer = await asyncio.open_connection(self.host, self.port)
         except OSError as exc:
             raise PrinterError("OFFLINE", f"no connection to {self.address}: {exc}") from None
+        return _TcpLink(reader, writer)
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[tuple[Link, PrinterState]]:
+        """The kept connection when there is one, else a new one; the connection is kept
+        again if the operation ends without an exception (module docstring)."""
+        link = self._take_kept()
+        state: PrinterState | None = None
+        if link is not None:
+            try:
+                state = await self._state(link)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                # Died while kept: only status requests went on it; go on on a new one.
+                link.close()
+                link = None
+            except BaseException:
+                link.close()
+                raise
         try:
-            yield _TcpLink(reader, writer)
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            if link is None:
+                link = await self._connect()
+                state = await self._state(link)
+            assert state is not None
+            yield link, state
+        except BaseException:
+            if link is not None:
+                link.close()
+            raise
+        self._keep(link)
+
+    def _take_kept(self) -> _TcpLink | None:
+        if self._closing_kept is not None:
+            self._closing_kept.cancel()
+            self._closing_kept = None
+        link, self._kept = self._kept, None
+        if link is not None and link.closed:
+            link.close()
+            return None
+        return link
+
+    def _keep(self, link: _TcpLink) -> None:
+        self.close_idle_connection()
+        if self.keep_open_s <= 0 or link.closed:
+            link.close()
+            return
+        self._kept = link
+        loop = asyncio.get_running_loop()
+        self._closing_kept = loop.call_later(self.keep_open_s, self.close_idle_connection)
+
+    def close_idle_connection(self) -> None:
+        """Close the kept connection (``keep_open_s`` passed without an operation, or the
+        hub stops)."""
+        if self._closing_kept is not None:
+            self._closing_kept.cancel()
+            self._closing_kept = None
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
 
 
 class UsbPrinter(EscPosPrinter):
@@ -295,4 +389,9 @@ def printer_driver(printer: PrinterSettings, devices: DevicesSettings) -> EscPos
             dev_dir=devices.usb_dev_dir,
             timeout_s=devices.timeout_s,
         )
-    return NetworkPrinter(printer.host, printer.port, timeout_s=devices.timeout_s)
+    return NetworkPrinter(
+        printer.host,
+        printer.port,
+        timeout_s=devices.timeout_s,
+        keep_open_s=devices.keep_open_s,
+    )

@@ -25,12 +25,14 @@ the lane's own ``command_id``.
    The submission happens before the handler's first ``await``, so the commands of one lane
    are queued in the order they arrived: a lane's receipts print in its order.
 2. One worker per printer takes the next command (:meth:`Relay.next_for`: highest priority
-   first, in arrival order among equals), encodes a receipt off the event loop, sends it
-   (:meth:`NetworkPrinter.print`: refused before sending when paper is out, the cover open
-   or the printer offline; bounded by ``devices.timeout_s``) and reports the outcome with
-   :meth:`Relay.finish`. Paper out, cover open, a printer error and offline are retryable
-   errors (nothing was printed): a re-send of the same command runs again once the printer
-   is fixed. A receipt the printer cannot lay out (an unreadable logo) is ``SCHEMA_INVALID``.
+   first, in arrival order among equals), encodes a receipt (in a thread, unless
+   :func:`devices.receipt.quick_to_encode`: a short text receipt costs less than the hop),
+   sends it (:meth:`NetworkPrinter.print`: refused before sending when paper is out, the
+   cover open or the printer offline; bounded by ``devices.timeout_s``) and reports the
+   outcome with :meth:`Relay.finish`. Paper out, cover open, a printer error and offline are
+   retryable errors (nothing was printed): a re-send of the same command runs again once the
+   printer is fixed. A receipt the printer cannot lay out (an unreadable logo) is
+   ``SCHEMA_INVALID``.
 3. A command still queued at its deadline is answered ``TIMEOUT`` (retryable) and is never
    printed (:meth:`Relay.expired`, on a half-second timer): a receipt must not come out
    minutes after the customer left.
@@ -53,7 +55,9 @@ so a technician who just fixed it gets a real attempt. A test print keeps a prev
 from the very bytes it sent (:mod:`devices.escpos_preview`).
 
 One writer per printer at a time: the worker and the status checks share a lock, so a check
-never interleaves its requests with a job's bytes.
+never interleaves its requests with a job's bytes, and a network printer's connection, kept
+``devices.keep_open_s`` from one command or check to the next (:mod:`edge.relay.printer`),
+has one user at a time. Stopping closes it.
 """
 
 from __future__ import annotations
@@ -71,7 +75,13 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from devices.escpos_preview import EscPosDecoder, JobEnded, PrintedJob
-from devices.receipt import Barcode, Receipt, encode_drawer_kick, encode_receipt
+from devices.receipt import (
+    Barcode,
+    Receipt,
+    encode_drawer_kick,
+    encode_receipt,
+    quick_to_encode,
+)
 from edge.bus.client import Bus
 from edge.bus.errors import BusUnavailable, ErrorCode
 from edge.bus.rpc import RequestContext, RpcRouter, decode_data
@@ -319,10 +329,12 @@ class Printers:
         name = printer.settings.name
         data = job.data
         if job.receipt is not None:
+            profile = printer.settings.profile
             try:
-                data = await asyncio.to_thread(
-                    encode_receipt, job.receipt, printer.settings.profile
-                )
+                if quick_to_encode(job.receipt):
+                    data = encode_receipt(job.receipt, profile)  # less than a thread hop costs
+                else:
+                    data = await asyncio.to_thread(encode_receipt, job.receipt, profile)
             except ValueError as exc:  # e.g. a logo that is not a readable PNG
                 message = f"the receipt cannot be laid out for {name}: {exc}"
                 return DeviceError(ErrorCode.SCHEMA_INVALID, False, message, name)
@@ -394,6 +406,8 @@ class Printers:
                 tg.create_task(self._publish_loop(), name="devices-publish")
         finally:
             self._pending.stopping()
+            for printer in self.printers.values():
+                printer.driver.close_idle_connection()
 
     async def _watch(self) -> None:
         while True:

@@ -277,6 +277,11 @@ class PrinterEmulator:
         return not (self.offline or self.paper_out or self.cover_open or self._fault == "silent")
 
     @property
+    def open_connections(self) -> int:
+        """TCP clients connected now."""
+        return len(self._connections)
+
+    @property
     def held_bytes(self) -> int:
         """Bytes received and not yet executed (held while the printer cannot print)."""
         return len(self._held)

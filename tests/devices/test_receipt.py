@@ -22,9 +22,12 @@ from devices.receipt import (
     ReceiptLine,
     Tender,
     Total,
+    _dummy_printer,
+    _textln,
     encode_drawer_kick,
     encode_receipt,
     format_money,
+    quick_to_encode,
     two_columns,
 )
 
@@ -326,3 +329,29 @@ def test_every_text_line_and_amount_appears_in_the_output(receipt: Receipt) -> N
         expected += [row.label, format_money(row.amount, receipt.decimals)]
     for text in expected:
         assert "".join(text.split()) in squashed
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_ASCII_TEXT | _ANY_TEXT, max_size=6), st.sampled_from(["default", "TM-T88V", "simple"])
+)
+def test_the_ascii_shortcut_writes_the_bytes_python_escpos_writes(
+    rows: list[str], profile: str
+) -> None:
+    """Rows of ASCII skip python-escpos's per-character code page search; a byte of
+    difference would print another character, or switch the code page under the next row."""
+    shortcut, library = _dummy_printer(profile, 42), _dummy_printer(profile, 42)
+    for row in [*rows, "Espresso €", *rows]:  # "€" is not in code page 437: a switch
+        _textln(shortcut, row)
+        library.textln(row)
+    assert shortcut.output == library.output
+
+
+def test_only_a_short_text_receipt_is_encoded_on_the_event_loop() -> None:
+    """An image to draw, or a long report, would stall every lane's requests meanwhile."""
+    encode_receipt(_sale())  # python-escpos is loaded (its first import takes a file lock)
+    assert quick_to_encode(_sale())
+    assert not quick_to_encode(_sale(logo=_png(8, 8)))
+    assert not quick_to_encode(_sale(qr="https://example.com/r/1"))
+    report = tuple(ReceiptLine(f"Item {n}", Decimal(1)) for n in range(100))
+    assert not quick_to_encode(_sale(lines=report))

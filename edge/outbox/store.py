@@ -41,7 +41,6 @@ Errors::
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import hashlib
 import json
@@ -247,12 +246,8 @@ class OutboxStore:
         # reads (on the reader) never queue behind the once-a-second figures.
         self._stats_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-stats")
         self._local = threading.local()
-        # Appends waiting for the writer thread; guarded by _appends_lock (both threads).
-        self._appends: collections.deque[_Append] = collections.deque()
-        self._appends_lock = threading.Lock()
-        self._committing = False  # a group-commit job is queued or running on the writer
-        self._writer_idle = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()  # None: close
+        self._writer_task: asyncio.Task[None] | None = None
         self._closed = True
         self.groups_committed = 0
         self.entries_committed = 0
@@ -263,21 +258,19 @@ class OutboxStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await self._on_writer(self._init_schema)
         await self._on_reader(lambda db: None)
-        self._loop = asyncio.get_running_loop()
         self._closed = False
+        self._writer_task = asyncio.create_task(self._group_commit_loop(), name="outbox-writer")
 
     async def close(self) -> None:
         """Finish appends already queued, then close the connections."""
         if self._closed:
             return
         self._closed = True
-        # Appends queued before the close are still written: their callers wait for an ack.
-        while True:
-            with self._appends_lock:
-                if not self._committing:
-                    break
-                self._writer_idle.clear()
-            await self._writer_idle.wait()
+        if self._writer_task is not None:
+            # Appends queued before the close are still written: their callers wait for an ack.
+            self._queue.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
         log.info(
             "outbox: closed; %d appends committed in %d groups",
             self.entries_committed,
@@ -299,72 +292,52 @@ class OutboxStore:
         Raises :class:`KeyConflict`, :class:`StorageFull`, :class:`StoreClosed`. The future is
         shielded: a caller cancelled mid-commit does not cancel the commit of the others.
         """
-        if self._closed or self._loop is None:
+        if self._closed:
             raise StoreClosed("the outbox is not open")
-        future: asyncio.Future[Appended] = self._loop.create_future()
-        with self._appends_lock:
-            self._appends.append(_Append(entry, now, future))
-            start = not self._committing
-            self._committing = True
-        if start:
-            self._writer_pool.submit(self._commit_next_group)
+        future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Append(entry, now, future))
         return await asyncio.shield(future)
 
-    def _commit_next_group(self) -> None:
-        """On the writer thread: commit what is queued (up to ``max_group``), hand the results
-        to the loop, and queue itself again while appends wait. The next group starts as soon
-        as this one is on disk, without a round trip through the (busy) event loop; other
-        writer jobs (the sender's bookkeeping) queued meanwhile run in between."""
-        with self._appends_lock:
-            group = [
-                self._appends.popleft() for _ in range(min(len(self._appends), self._max_group))
-            ]
-        if group:
-            outcome: list[Appended | Exception] | Exception
+    async def _group_commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        closing = False
+        while not closing:
+            first = await self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < self._max_group and not self._queue.empty():
+                queued = self._queue.get_nowait()
+                if queued is None:
+                    closing = True
+                    break
+                group.append(queued)
             try:
-                outcome = self._write_group([(a.entry, a.now) for a in group])
-            except Exception as exc:  # the whole group failed and was rolled back
-                outcome = exc
-            self._to_loop(self._settle, group, outcome)
-        with self._appends_lock:
-            again = bool(self._appends)
-            self._committing = again
-        if again:
-            self._writer_pool.submit(self._commit_next_group)
-        else:
-            self._to_loop(self._writer_idle.set)
-
-    def _to_loop(self, callback: Callable[..., object], *args: Any) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-            self._loop.call_soon_threadsafe(callback, *args)
-
-    def _settle(
-        self, group: list[_Append], outcome: list[Appended | Exception] | Exception
-    ) -> None:
-        """On the loop: resolve each caller's future with its result (step 4)."""
-        if isinstance(outcome, Exception):
-            error: Exception = outcome
-            if isinstance(outcome, sqlite3.Error):
-                error = (
-                    StorageFull(f"outbox storage full: {outcome}")
-                    if _is_full(outcome)
-                    else OutboxError(f"outbox write failed: {outcome}")
+                results = await loop.run_in_executor(
+                    self._writer_pool, self._write_group, [(a.entry, a.now) for a in group]
                 )
-                log.error("outbox: group of %d rolled back: %s", len(group), outcome)
-            for pending in group:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
-            return
-        self.groups_committed += 1
-        self.entries_committed += len(group)
-        for pending, result in zip(group, outcome, strict=True):
-            if pending.future.done():
+            except Exception as exc:  # the whole group failed and was rolled back
+                error: Exception = exc
+                if isinstance(exc, sqlite3.Error):
+                    error = (
+                        StorageFull(f"outbox storage full: {exc}")
+                        if _is_full(exc)
+                        else OutboxError(f"outbox write failed: {exc}")
+                    )
+                    log.error("outbox: group of %d rolled back: %s", len(group), exc)
+                for pending in group:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
                 continue
-            if isinstance(result, Exception):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
+            self.groups_committed += 1
+            self.entries_committed += len(group)
+            for pending, result in zip(group, results, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    pending.future.set_exception(result)
+                else:
+                    pending.future.set_result(result)
 
     def _write_group(self, group: Sequence[tuple[Entry, float]]) -> list[Appended | Exception]:
         """Steps 1-3 for one group: a few statements whatever its size (each one hands the GIL

@@ -138,6 +138,22 @@ async def test_no_weight_is_ever_guessed(
         assert any_scale.weighs > 1, "polled for the settle time before giving up"
 
 
+async def test_a_scale_reporting_an_internal_fault_is_a_scale_fault_at_once(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """An SCP-01 scale with a failed calibration (or memory) answers a steady weight with its
+    fault bits set: the lane gets SCALE_FAULT naming them, not a weight, and not
+    WEIGHT_UNSTABLE after the settle time (the clerk would retry a scale that needs a
+    technician)."""
+    with ScaleEmulator("scp01") as scale:
+        scale.script = [Platter(Decimal("0.455"), faults=frozenset({"calibration", "ram"}))]
+        async with hub_with_scale(tmp_path, broker, scale) as hub, lane_client(hub) as lane:
+            error = (await weigh(lane))["error"]
+    assert (error["code"], error["retryable"]) == ("SCALE_FAULT", False)
+    assert error["details"] == {"faults": ["calibration", "ram"]}
+    assert scale.weighs == 1, "a fault is not waited out"
+
+
 #: Which commands each protocol has (peripherals.md §2.2-2.5); the others are NOT_SUPPORTED
 #: without a byte sent to the scale.
 COMMANDS = {

@@ -143,6 +143,11 @@ DEVICE_ERROR_CODES: Final[Mapping[str, tuple[bool, str]]] = {
     "WEIGHT_UNSTABLE": (True, "The weight did not settle; keep the platter still and retry."),
     "OVER_CAPACITY": (False, "The load is over the scale's capacity."),
     "UNDER_ZERO": (True, "The scale reads below zero; clear the platter and zero it."),
+    "SCALE_FAULT": (
+        False,
+        "The scale reports an internal fault (memory, calibration, initial zero): it needs a "
+        "technician, not a retry. details.faults names them.",
+    ),
     "CLAIMED_BY_OTHER_LANE": (True, "Another lane is using the scale; retry when it is done."),
     "TIMEOUT": (True, "The command's deadline passed before the device could run it."),
     "QUEUE_FULL": (True, "Too many commands are waiting for this device; retry shortly."),

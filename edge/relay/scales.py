@@ -28,8 +28,9 @@ overloaded CAS scale cannot be told from its answer.
 *Weighing* (MQTT ``scale.weigh`` on the lane's scope): the hub polls the scale until it
 reports a stable weight, up to ``settle_s``. Motion that does not settle is
 ``WEIGHT_UNSTABLE`` (retryable: ask the customer to stop touching the platter), over capacity
-``OVER_CAPACITY``, below zero ``UNDER_ZERO``; a scale that does not answer is ``OFFLINE``. A
-weight is never guessed.
+``OVER_CAPACITY``, below zero ``UNDER_ZERO``, an internal fault the scale reports (SCP-01:
+memory, calibration, initial zero) ``SCALE_FAULT`` at once; a scale that does not answer is
+``OFFLINE``. A weight is never guessed.
 
 *The claim* (:class:`edge.relay.core.ScaleClaim`). A scale serves one lane at a time: the
 first lane to weigh claims it; another lane gets ``CLAIMED_BY_OTHER_LANE`` until the holder
@@ -214,6 +215,14 @@ class Scales:
                 if isinstance(answer, CommandRejected):
                     raise _error("NOT_SUPPORTED", "the scale rejected the weight request")
                 reading = _as_reading(answer, scale.settings.unit)
+                if reading is not None and reading.faults:
+                    faults = sorted(reading.faults)
+                    log.warning("devices: scale %s reports faults %s", name, ", ".join(faults))
+                    raise _error(
+                        "SCALE_FAULT",
+                        f"the scale reports {', '.join(faults)}",
+                        details={"faults": faults},
+                    )
                 if reading is not None and reading.over_capacity:
                     raise _error("OVER_CAPACITY", "over the scale's capacity")
                 if reading is not None and reading.under_zero:
@@ -303,8 +312,8 @@ class Scales:
         return {"device": request.device, "released": True}
 
 
-def _error(code: str, message: str) -> RequestError:
-    return RequestError(code, message, retryable=DEVICE_ERROR_CODES[code][0])
+def _error(code: str, message: str, details: dict[str, Any] | None = None) -> RequestError:
+    return RequestError(code, message, retryable=DEVICE_ERROR_CODES[code][0], details=details)
 
 
 def _as_reading(answer: Any, unit: str) -> Reading | None:

@@ -56,6 +56,13 @@ from typing import Any, Final, Literal, Self
 
 from devices import scale_cas, scale_magellan, scale_scp01, scale_toledo
 from devices._framing import strip_parity
+from devices.scale import (
+    FAULT_CALIBRATION,
+    FAULT_EEPROM,
+    FAULT_INITIAL_ZERO,
+    FAULT_RAM,
+    FAULT_ROM,
+)
 from devices.scale_scp01 import Scp01Status
 from devices.scale_toledo import ToledoStatus
 
@@ -90,6 +97,8 @@ class Platter:
     motion: bool = False
     over_capacity: bool = False
     """Over capacity whatever the weight (else: weight above the emulator's capacity)."""
+    faults: frozenset[str] = frozenset()
+    """Internal faults the scale reports (``devices.scale.FAULT_*``; SCP-01 only)."""
 
 
 class ScaleEmulator:
@@ -151,6 +160,8 @@ class ScaleEmulator:
                 "only (peripherals.md §2.5); what a CAS scale sends when overloaded is not "
                 "in our sources"
             )
+        if self.protocol != "scp01" and any(p.faults for p in platters):
+            raise ValueError(f"only an SCP-01 frame reports internal faults, not {self.protocol}")
         self._script = list(platters)
         self._platter = self._script[0]
 
@@ -342,9 +353,13 @@ class ScaleEmulator:
 
     def _scp01_status(self, platter: Platter) -> Scp01Status:
         shown = self._shown(platter)
+        faults = platter.faults
         return Scp01Status(
             in_motion=platter.motion, at_zero=shown == 0 and not platter.motion,
             under_capacity=shown < 0, over_capacity=self._over(platter), net=bool(self.tare),
+            ram_error=FAULT_RAM in faults, eeprom_error=FAULT_EEPROM in faults,
+            rom_error=FAULT_ROM in faults, faulty_calibration=FAULT_CALIBRATION in faults,
+            initial_zero_error=FAULT_INITIAL_ZERO in faults,
         )  # fmt: skip
 
     def _scp01(self, command: bytes) -> bytes | None:

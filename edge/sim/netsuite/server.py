@@ -20,7 +20,9 @@ under ``/services/rest`` goes through, in order:
    500/502/503, ``timeout`` never answers (until shutdown), ``reset`` aborts the connection with
    RST; these touch no state. ``commit_then_lose`` serves the request, then aborts;
 3. authentication (not for the token endpoint): 401 INVALID_LOGIN, cause in ``auth.failures``;
-4. the operation; a refusal is an nsError body with ``o:errorDetails`` (ref §3).
+4. the operation; a refusal is an nsError body with ``o:errorDetails`` (ref §3). Steps 3-4
+   are part of ``latency_s`` (plus a latency fault): the answer leaves when that much time has
+   passed since the request arrived, not that much after the work.
 
 Routes (under ``/services/rest``)
 ---------------------------------
@@ -366,17 +368,29 @@ async def _governance(
         delay = sim.latency_s + (
             fault.delay_s if fault is not None and fault.kind is FaultKind.LATENCY else 0.0
         )
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if fault is not None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        if fault is not None and fault.kind not in _SERVED_FAULTS:
+            if delay > 0:
+                await asyncio.sleep(delay)
             refused = await _strike(request, fault)
             if refused is not None:
                 return refused
-        if target is not FaultTarget.TOKEN:
-            sim.auth.check(
-                request.method, str(request.url), request.headers.get("Authorization"), sim.clock()
-            )
-        response = await handler(request)
+        # The latency is the whole service time, the work included (the account's limit,
+        # concurrency / latency, assumes so): serve, then answer at the deadline.
+        try:
+            if target is not FaultTarget.TOKEN:
+                sim.auth.check(
+                    request.method,
+                    str(request.url),
+                    request.headers.get("Authorization"),
+                    sim.clock(),
+                )
+            response = await handler(request)
+        except NsError:
+            await _sleep_until(loop, deadline)
+            raise
+        await _sleep_until(loop, deadline)
         if fault is not None and fault.kind is FaultKind.COMMIT_THEN_LOSE:
             return _abort_with_rst(request)
         return response
@@ -385,6 +399,15 @@ async def _governance(
     finally:
         sim.inflight -= 1
         runtime.notify()
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    if (remaining := deadline - loop.time()) > 0:
+        await asyncio.sleep(remaining)
+
+
+# Faults that let the request be served (late, or with its answer lost).
+_SERVED_FAULTS: Final = frozenset({FaultKind.LATENCY, FaultKind.COMMIT_THEN_LOSE})
 
 
 async def _strike(request: web.Request, fault: Fault) -> web.Response | None:

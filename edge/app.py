@@ -5,7 +5,7 @@ Theory of operation
 -------------------
 Start, in order: open the stores (outbox, catalogue, lanes); the managed broker (and wait until
 it accepts connections); the bus (connects and reconnects by itself); the HQ link, the outbox
-sender, the catalogue service, the printers and displays, the identity's certificate upkeep;
+sender, the catalogue service, the printers, displays and scales, the identity's certificate upkeep;
 the HTTP server (loopback, and HTTPS on the store LAN once the hub has its identity); mDNS
 discovery. Once the bus is connected, tell systemd READY=1 and start the watchdog pings.
 
@@ -323,7 +323,7 @@ class Hub:
             settings.devices, self.bus, self.topics, store_id=settings.store_id
         )
         self.printers.register_rpc(self.rpc)
-        self.scales = Scales(settings.devices)
+        self.scales = Scales(settings.devices, self.bus, self.topics)
         self.scales.register_rpc(self.rpc)
         self.displays = Displays(settings.devices, self.bus, self.topics)
         self.displays.register_rpc(self.rpc)
@@ -578,6 +578,7 @@ class Hub:
                     started.append(tg.create_task(self.catalogue.run(), name="catalogue"))
                     started.append(tg.create_task(self.printers.run(), name="printers"))
                     started.append(tg.create_task(self.displays.run(), name="displays"))
+                    started.append(tg.create_task(self.scales.run(), name="scales"))
                     if self.enrollment is not None:
                         started.append(tg.create_task(self._maintain_identity(), name="identity"))
                     await self.http.start()

@@ -29,8 +29,9 @@ from edge.outbox.transactions import transaction_json_schema
 from edge.outbox.validate import VALIDATION_ERROR_CODES
 from edge.relay.core import DEVICE_ERROR_CODES
 from edge.relay.displays import ShowRequest
-from edge.relay.printers import DeviceStatus, DrawerRequest, PrintRequest
+from edge.relay.printers import DrawerRequest, PrintRequest
 from edge.relay.scales import WeighRequest
+from edge.relay.status import DeviceStatus
 from edge.security.api import EnrollRequest, EnrollResponse
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
@@ -76,8 +77,8 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         "device-status.json": _schema(
             DeviceStatus,
             "Device status",
-            "Retained on store/{store}/device/{name}/status: a shared printer's or display's "
-            "state.",
+            "Retained on store/{store}/device/{name}/status: a shared printer's, display's "
+            "or scale's state.",
         ),
         "device-print.json": _schema(
             PrintRequest, "device.print data", "A receipt for a shared printer, once per id."

@@ -25,7 +25,8 @@ from edge.bus.envelope import encode
 from edge.bus.errors import RequestError
 from edge.bus.rpc import RequestContext
 from edge.relay.printer import NetworkPrinter, PrinterError
-from edge.relay.printers import DrawerRequest, Printers, PrintRequest, preview_png, status_topic
+from edge.relay.printers import DrawerRequest, Printers, PrintRequest, preview_png
+from edge.relay.status import status_topic
 from edge.settings import DevicesSettings, PrinterSettings
 from edge.sim.printer import PrinterEmulator
 from tests.conftest import MosquittoProcess, hub_settings, lane_client, run_hub

@@ -21,7 +21,7 @@ from edge.app import Hub
 from edge.bus import RequestContext, Topics
 from edge.bus.errors import RequestError
 from edge.relay.displays import Displays
-from edge.relay.printers import status_topic
+from edge.relay.status import status_topic
 from edge.settings import DevicesSettings, DisplaySettings
 from edge.sim.display import DisplayEmulator
 from tests.conftest import MosquittoProcess, hub_settings, lane_client, run_hub

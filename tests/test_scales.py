@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
@@ -19,6 +20,7 @@ from edge.app import Hub
 from edge.bus import Topics
 from edge.relay.profiles import PROTOCOLS_OF_KIND, load_profiles
 from edge.relay.scales import PROTOCOLS
+from edge.relay.status import status_topic
 from edge.settings import ScaleSettings, settings_from_dict
 from edge.sim.scale import PROTOCOLS as EMULATED
 from edge.sim.scale import Line, Platter, ScaleEmulator, ScaleProtocol
@@ -57,14 +59,55 @@ async def any_scale(request: pytest.FixtureRequest) -> AsyncIterator[ScaleEmulat
 
 @contextlib.asynccontextmanager
 async def hub_with_scale(
-    tmp_path: Path, broker: MosquittoProcess, scale: ScaleEmulator, **extra: Any
+    tmp_path: Path,
+    broker: MosquittoProcess,
+    scale: ScaleEmulator,
+    *,
+    answers: bool = True,
+    devices: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> AsyncIterator[Hub]:
+    """A hub weighing on ``scale`` as "deli" (``extra``: its entry; ``devices``: the
+    ``[devices]`` settings, status checks an hour apart unless given).
+
+    The hub checks the scale as it starts, with a weight request that takes a platter from
+    the script. When the scale ``answers``, this waits for that check's retained status and
+    then gives the test back its whole script and a scale asked nothing yet, so what a test
+    counts is the lanes' requests."""
     scales = [{"name": "deli", **scale.device_settings(), "poll_s": 0.01, "settle_s": 0.5, **extra}]
+    options = {"timeout_s": 0.5, "status_every_s": 3600.0, **(devices or {})}
     settings = hub_settings(
-        tmp_path, broker_port=broker.port, devices__scales=scales, devices__timeout_s=0.5
-    )
+        tmp_path, broker_port=broker.port, devices__scales=scales,
+        **{f"devices__{key}": value for key, value in options.items()},
+    )  # fmt: skip
+    script = list(scale.script)
     async with run_hub(settings) as hub:
+        if answers:
+            async with lane_client(hub, "probe") as probe:
+                await next_status(probe, hub, lambda status: True)
+            scale.script = script
+            scale.weighs = 0
+            scale.requests.clear()
         yield hub
+
+
+async def next_status(
+    lane: Any, hub: Hub, predicate: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The first status of "deli", retained or published from now on, that ``predicate``
+    accepts."""
+    async with lane.subscription(status_topic(hub.topics, "deli")) as statuses:
+        return await _next(statuses, predicate)
+
+
+async def _next(
+    statuses: asyncio.Queue[Any], predicate: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            status: dict[str, Any] = msgspec.json.decode((await statuses.get()).payload)
+            if predicate(status):
+                return status
 
 
 async def ask(lane: Any, method: str, lane_id: str = "lane-1") -> dict[str, Any]:
@@ -241,7 +284,10 @@ async def test_a_silent_scale_is_offline(
     tmp_path: Path, broker: MosquittoProcess, scale: ScaleEmulator
 ) -> None:
     scale.silent = True
-    async with hub_with_scale(tmp_path, broker, scale) as hub, lane_client(hub) as lane:
+    async with (
+        hub_with_scale(tmp_path, broker, scale, answers=False) as hub,
+        lane_client(hub) as lane,
+    ):
         error = (await weigh(lane))["error"]
         assert (error["code"], error["retryable"]) == ("OFFLINE", True)
         scale.silent = False
@@ -280,10 +326,106 @@ async def test_line_settings_the_port_refuses_are_offline_not_a_crash(
     """The 8217's own 7E1 on a port that refuses 7 data bits with parity (a pseudo-terminal
     here; some USB adapters in stores): a structured OFFLINE naming the port, the hub runs on."""
     async with (
-        hub_with_scale(tmp_path, broker, scale, bytesize=7, parity="E") as hub,
+        hub_with_scale(tmp_path, broker, scale, answers=False, bytesize=7, parity="E") as hub,
         lane_client(hub) as lane,
     ):
         answer = await weigh(lane)
         assert answer["error"]["code"] == "OFFLINE"
         assert scale.path in answer["error"]["message"]
         assert (await lane.request(TOPICS.hub_rpc("ping"), {})).ok
+
+
+# -- status on MQTT (protocol-independent: Toledo) -------------------------------------------
+
+
+async def test_a_scales_status_is_retained_online_with_who_holds_it(
+    tmp_path: Path, broker: MosquittoProcess, scale: ScaleEmulator
+) -> None:
+    """A register that connects must learn the scale's state from the retained topic, as it
+    does the printers' and displays'; and which lane holds it."""
+    async with hub_with_scale(tmp_path, broker, scale) as hub, lane_client(hub) as lane:
+        topic = status_topic(hub.topics, "deli")
+        async with lane.subscription(topic) as statuses:
+            retained = await _next(statuses, lambda s: True)
+            assert retained["kind"] == "scale"
+            assert (retained["online"], retained["summary"]) == (True, "ready")
+            assert (retained["claimed_by"], retained["over_capacity"], retained["faults"]) == (
+                None,
+                False,
+                [],
+            )
+            assert (await weigh(lane))["data"]["weight"] == "1.234"
+            held = await _next(statuses, lambda s: s["claimed_by"] is not None)
+            assert (held["claimed_by"], held["online"]) == ("lane-1", True)
+            await lane.request(TOPICS.lane_rpc("lane-1", "scale.release"), {"device": "deli"})
+            assert (await _next(statuses, lambda s: True))["claimed_by"] is None
+
+
+async def test_a_silent_scale_goes_offline_only_after_several_missed_checks(
+    tmp_path: Path, broker: MosquittoProcess, scale: ScaleEmulator
+) -> None:
+    """A scale that misses one check (a weighing keeping it busy, a hiccup on a serial
+    server) must not flap the lanes' status: offline only after ``misses_to_offline`` checks
+    in a row went unanswered, and online again at the first answer."""
+    misses = 3
+    devices = {"status_every_s": 0.2, "timeout_s": 0.2, "misses_to_offline": misses}
+    async with (
+        hub_with_scale(tmp_path, broker, scale, devices=devices) as hub,
+        lane_client(hub) as lane,
+        lane.subscription(status_topic(hub.topics, "deli")) as statuses,
+    ):
+        assert (await _next(statuses, lambda s: True))["online"]
+        scale.silent = True
+        unanswered_from = scale.weighs
+        offline = await _next(statuses, lambda s: not s["online"])
+        assert offline["summary"] == "offline"
+        assert scale.weighs - unanswered_from >= misses, "not offline before the third miss"
+        scale.silent = False
+        answered_from = scale.weighs
+        online = await _next(statuses, lambda s: s["online"])
+        assert online["summary"] == "ready"
+        assert scale.weighs - answered_from < misses, "online again at the first answer"
+        assert (await weigh(lane))["data"]["weight"] == "1.234"
+
+
+class SlowToledo(ToledoOnPty):
+    """A Toledo scale answering each request 30 ms late, recording when requests and answers
+    cross the line: a request sent while another awaits its answer shows as two requests in
+    a row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.line_events: list[str] = []
+
+    def _toledo(self, command: bytes) -> bytes | None:
+        answer = super()._toledo(command)
+        self.line_events.append("request")
+        if answer is not None:
+            asyncio.get_running_loop().call_later(0.03, self._answer_late, answer)
+        return None  # answered late, by _answer_late
+
+    def _answer_late(self, answer: bytes) -> None:
+        if self._master is not None:
+            os.write(self._master, answer)
+            self.line_events.append("answer")
+
+
+async def test_a_status_check_never_comes_between_a_weighings_request_and_its_answer(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """The check asks the same line the lanes weigh on: if it sent its request while a
+    weighing waits for its answer, one of them would read the other's answer (or the hub's
+    reader would fail). Checks due every 5 ms, answers 30 ms late: each weighing still gets
+    its weight, and the scale sees every request answered before the next one."""
+    with SlowToledo() as scale:
+        devices = {"status_every_s": 0.005, "timeout_s": 2.0}
+        async with (
+            hub_with_scale(tmp_path, broker, scale, devices=devices) as hub,
+            lane_client(hub) as lane,
+        ):
+            for _ in range(10):
+                assert (await weigh(lane))["data"]["weight"] == "1.234"
+        events = scale.line_events
+        assert events.count("request") >= 10
+        overlaps = [i for i in range(1, len(events)) if events[i - 1 : i + 1] == ["request"] * 2]
+        assert not overlaps, f"a request sent before the previous answer: {events}"

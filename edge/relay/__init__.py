@@ -2,8 +2,8 @@
 customer displays): edge.relay.core decides (pure: de-duplication, per-device priority queues,
 deadlines, debounced device status, scale claims), edge.relay.printer drives a network printer,
 edge.relay.printers runs the store's printers for the hub, edge.relay.scales its serial scales,
-edge.relay.displays its customer displays; edge.relay.profiles loads the device profiles
-(firmware_profiles/)."""
+edge.relay.displays its customer displays, edge.relay.status their status on MQTT;
+edge.relay.profiles loads the device profiles (firmware_profiles/)."""
 
 from edge.relay.core import (
     CLAIMED_KINDS,

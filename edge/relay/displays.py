@@ -37,7 +37,7 @@ whose line does not open or take the bytes has missed a check; every command cou
 same way. :class:`edge.relay.core.StatusDebouncer` declares it offline after
 ``devices.misses_to_offline`` misses in a row (the relay then answers its queued commands
 ``OFFLINE``) and online again after one success. The status is retained on
-``store/{store}/device/{name}/status`` (:class:`edge.relay.printers.DeviceStatus`,
+``store/{store}/device/{name}/status`` (:class:`edge.relay.status.DeviceStatus`,
 ``kind: "display"``), published when it changes and after every reconnection of the bus.
 A display powered off at the end of a plain RS-232 cable still takes bytes: the hub cannot
 see that, and says so in the docs (a USB-serial display unplugged is seen at once).
@@ -46,7 +46,6 @@ see that, and says so in the docs (a USB-serial display unplugged is seen at onc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -61,7 +60,7 @@ import serial_asyncio_fast
 
 from devices.display_dmd import CURSOR_OFF, encode_setup, encode_text, fit_line
 from edge.bus.client import Bus
-from edge.bus.errors import BusUnavailable, ErrorCode, RequestError
+from edge.bus.errors import ErrorCode, RequestError
 from edge.bus.rpc import RequestContext, RpcRouter, decode_data
 from edge.bus.topics import Topics
 from edge.relay.core import (
@@ -75,7 +74,8 @@ from edge.relay.core import (
     device_error,
 )
 from edge.relay.pending import Pending, answer
-from edge.relay.printers import CommandId, DeviceName, DeviceStatus, status_topic
+from edge.relay.printers import CommandId, DeviceName
+from edge.relay.status import DeviceStatus, StatusPublisher
 from edge.settings import DevicesSettings, DisplaySettings
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,10 @@ class Display:
         known = self.debounced.status is not None or self.debounced.misses
         return "offline" if known else "not checked yet"
 
-    def status_document(self) -> DeviceStatus:
+    def status_document(self) -> DeviceStatus | None:
+        """None until the first check ended: nothing to say yet."""
+        if self.debounced.status is None and not self.debounced.misses:
+            return None
         return DeviceStatus(
             device=self.settings.name,
             kind="display",
@@ -153,8 +156,6 @@ class Displays:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self._bus = bus
-        self._topics = topics
         self._clock = clock
         self._wall_clock = wall_clock
         self.relay = Relay()
@@ -164,7 +165,12 @@ class Displays:
             debouncer = StatusDebouncer(s.name, misses_to_offline=settings.misses_to_offline)
             self.displays[s.name] = Display(s, debouncer)
         self._pending: Pending[_Job | None] = Pending(self.relay, clock)
-        self._changed = asyncio.Event()
+        self._status = StatusPublisher(
+            bus,
+            topics,
+            {name: d.status_document for name, d in self.displays.items()},
+            every_s=settings.status_every_s,
+        )
 
     # -- the lanes' commands ---------------------------------------------------------------
 
@@ -290,7 +296,7 @@ class Displays:
             else:
                 log.warning("displays: %s offline: %s", name, error)
             self._pending.resolve(self.relay.set_online(name, status.online, now))
-        self._changed.set()
+        self._status.changed()
 
     async def check(self, display: Display) -> None:
         """One status check (module docstring, "Status")."""
@@ -341,7 +347,7 @@ class Displays:
                     tg.create_task(self._work(display), name=f"display-{name}")
                 tg.create_task(self._pending.expire(), name="displays-expiry")
                 tg.create_task(self._watch(), name="displays-status")
-                tg.create_task(self._publish_loop(), name="displays-publish")
+                tg.create_task(self._status.run(), name="displays-publish")
         finally:
             self._pending.stopping()
             await self.aclose()
@@ -349,30 +355,6 @@ class Displays:
     async def aclose(self) -> None:
         for display in self.displays.values():
             self._close(display)
-
-    async def _publish_loop(self) -> None:
-        bus = self._bus
-        if bus is None:
-            return
-        published: dict[str, tuple[int, bytes]] = {}
-        while True:
-            self._changed.clear()
-            await bus.wait_connected()
-            for name, display in self.displays.items():
-                if display.debounced.status is None and not display.debounced.misses:
-                    continue  # not checked yet: nothing to say
-                body = msgspec.json.encode(display.status_document())
-                stamp = (bus.connects, body)
-                if published.get(name) == stamp:
-                    continue
-                try:
-                    await bus.publish(status_topic(self._topics, name), body, retain=True)
-                    published[name] = stamp
-                except BusUnavailable:
-                    break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.status_every_s):
-                    await self._changed.wait()
 
 
 class _LinkDown(Exception):

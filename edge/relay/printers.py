@@ -45,8 +45,8 @@ connection). :class:`edge.relay.core.StatusDebouncer` declares a printer offline
 ``devices.misses_to_offline`` misses in a row (a printer busy cutting, or a Wi-Fi bridge
 hiccup, must not flap the lanes' status: the Odoo double-print lesson); one answer puts it
 back online. The debounced status is retained on ``store/{store}/device/{name}/status``
-(:func:`status_topic`), published when it changes and again after every reconnection of the
-bus, so a register that connects learns every printer's state at once.
+(:class:`edge.relay.status.StatusPublisher`), published when it changes and again after every
+reconnection of the bus, so a register that connects learns every printer's state at once.
 
 *The console* (:meth:`Printers.test_print`, :meth:`Printers.test_drawer`) goes through the
 same queue and worker (as lane ``console``; a test print at report priority, so it never
@@ -63,7 +63,6 @@ has one user at a time. Stopping closes it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -83,7 +82,7 @@ from devices.receipt import (
     quick_to_encode,
 )
 from edge.bus.client import Bus
-from edge.bus.errors import BusUnavailable, ErrorCode
+from edge.bus.errors import ErrorCode
 from edge.bus.rpc import RequestContext, RpcRouter, decode_data
 from edge.bus.topics import Topics
 from edge.relay.core import (
@@ -103,30 +102,13 @@ from edge.relay.core import (
 )
 from edge.relay.pending import Pending, answer
 from edge.relay.printer import EscPosPrinter, PrinterError, PrinterState, printer_driver
+from edge.relay.status import DeviceStatus, StatusPublisher
 from edge.settings import DevicesSettings, PrinterSettings
 
 log = logging.getLogger(__name__)
 
 CONSOLE_LANE: Final = "console"
 """The lane the console's tests are queued as."""
-
-
-class DeviceStatus(msgspec.Struct, kw_only=True):
-    """Retained on ``store/{store}/device/{name}/status`` (docs/protocol.md, devices)."""
-
-    v: int = 1
-    device: str
-    kind: Literal["printer", "display"]
-    online: bool
-    """Debounced: false only after several missed checks in a row."""
-    summary: str
-    """``ready``, ``offline``, ``paper out``, ``cover open``, ``paper near end``, ...
-    (a display: ``ready`` or ``offline``, from its serial line: edge.relay.displays)"""
-    paper_near_end: bool = False
-    paper_out: bool = False
-    cover_open: bool = False
-    since: str
-    """RFC 3339: when ``online`` last changed."""
 
 
 CommandId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{1,100}$")]
@@ -156,10 +138,6 @@ class DrawerRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 PRIORITIES: Final[dict[str, int]] = {"receipt": PRIORITY_RECEIPT, "report": PRIORITY_REPORT}
-
-
-def status_topic(topics: Topics, name: str) -> str:
-    return f"{topics.root}/device/{name}/status"
 
 
 @dataclass(slots=True)
@@ -229,8 +207,6 @@ class Printers:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self._bus = bus
-        self._topics = topics
         self._store_id = store_id
         self._clock = clock
         self._wall_clock = wall_clock
@@ -244,7 +220,12 @@ class Printers:
                 StatusDebouncer(p.name, misses_to_offline=settings.misses_to_offline),
             )
         self._pending: Pending[_Job] = Pending(self.relay, clock)
-        self._changed = asyncio.Event()
+        self._status = StatusPublisher(
+            bus,
+            topics,
+            {name: p.status_document for name, p in self.printers.items()},
+            every_s=settings.status_every_s,
+        )
 
     # -- the lanes' commands ---------------------------------------------------------------
 
@@ -375,7 +356,7 @@ class Printers:
             printer.last_error = None
             if state != printer.state and before is not None and before.online:
                 log.info("devices: printer %s: %s", name, state.summary)
-                self._changed.set()  # e.g. an error flag the published flags do not carry
+                self._status.changed()  # e.g. an error flag the published flags do not carry
             printer.state = state
             flags = DeviceFlags(state.paper_near_end, state.paper_out, state.cover_open)
             status = printer.debounced.observe(True, now, flags)
@@ -389,7 +370,7 @@ class Printers:
             else:
                 log.warning("devices: printer %s offline: %s", name, error)
             self._pending.resolve(self.relay.set_online(name, status.online, now))
-        self._changed.set()
+        self._status.changed()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -403,7 +384,7 @@ class Printers:
                     tg.create_task(self._work(printer), name=f"printer-{name}")
                 tg.create_task(self._pending.expire(), name="printers-expiry")
                 tg.create_task(self._watch(), name="printers-status")
-                tg.create_task(self._publish_loop(), name="devices-publish")
+                tg.create_task(self._status.run(), name="devices-publish")
         finally:
             self._pending.stopping()
             for printer in self.printers.values():
@@ -413,28 +394,6 @@ class Printers:
         while True:
             await asyncio.gather(*(self.check(p) for p in self.printers.values()))
             await asyncio.sleep(self.settings.status_every_s)
-
-    async def _publish_loop(self) -> None:
-        bus = self._bus
-        if bus is None:
-            return
-        published: dict[str, tuple[int, bytes]] = {}
-        while True:
-            self._changed.clear()
-            await bus.wait_connected()
-            for name, printer in self.printers.items():
-                body = msgspec.json.encode(printer.status_document())
-                stamp = (bus.connects, body)
-                if published.get(name) == stamp:
-                    continue
-                try:
-                    await bus.publish(status_topic(self._topics, name), body, retain=True)
-                    published[name] = stamp
-                except BusUnavailable:
-                    break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.status_every_s):
-                    await self._changed.wait()
 
     # -- the console -----------------------------------------------------------------------
 

@@ -36,11 +36,29 @@ memory, calibration, initial zero) ``SCALE_FAULT`` at once; a scale that does no
 first lane to weigh claims it; another lane gets ``CLAIMED_BY_OTHER_LANE`` until the holder
 releases it (``scale.release``), goes offline (its presence says so), or leaves it idle for
 ``claim_ttl_s``.
+
+*Status.* Every ``devices.status_every_s`` the hub sends each scale its weight request (the
+table's second column: every protocol just answers it; never zero or tare, which would change
+what the scale shows), under the scale's lock, so a check never comes between a weighing's
+request and its answer. Every request counts, the lanes' too (:meth:`Scales._ask`): an answer
+of any kind is a success, ``OFFLINE`` (the line does not open, or no answer within
+``devices.timeout_s``) a miss; a scale that answered less than ``status_every_s`` ago is not
+checked again. :class:`edge.relay.core.StatusDebouncer` declares a scale offline after
+``devices.misses_to_offline`` misses in a row and online again after one answer. The status
+is retained on ``store/{store}/device/{name}/status`` (:class:`edge.relay.status.DeviceStatus`,
+``kind: "scale"``, with the lane holding it, and the over-capacity flag and faults of its last
+answer), published when it changes and after every reconnection of the bus. A weighing is not
+refused because the scale is offline: it tries the line, which may be back.
+
+Calling contract: the scale's lock is held around every :meth:`Scales._ask`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
+import functools
 import logging
 import termios
 import time
@@ -57,9 +75,12 @@ from devices.scale import Reading
 from devices.scale_magellan import MONITOR, MagellanParser, MagellanState
 from devices.scale_scp01 import CommandRejected, Scp01Status
 from devices.scale_toledo import ToledoStatus
+from edge.bus.client import Bus
 from edge.bus.errors import RequestError
 from edge.bus.rpc import RequestContext, RpcRouter, decode_data
-from edge.relay.core import DEVICE_ERROR_CODES, DeviceError, ScaleClaim
+from edge.bus.topics import Topics
+from edge.relay.core import DEVICE_ERROR_CODES, DeviceError, ScaleClaim, StatusDebouncer
+from edge.relay.status import DeviceStatus, StatusPublisher
 from edge.settings import DevicesSettings, ScaleSettings
 
 log = logging.getLogger(__name__)
@@ -108,22 +129,69 @@ class Scale:
     settings: ScaleSettings
     dialect: Dialect
     claim: ScaleClaim
+    debounced: StatusDebouncer
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One request on the line at a time: a weighing (all its polls), zero, tare or a check."""
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     codec: ScaleCodec | None = None
+    answered_at: float | None = None
+    """Monotonic time of the last answer (a check is not needed right after one)."""
+    since: float = 0.0
+    """Wall-clock time ``online`` last changed (for the status document)."""
+    last_error: str | None = None
+    over_capacity: bool = False
+    """The last answer said over capacity."""
+    faults: tuple[str, ...] = ()
+    """The internal faults the last answer reported."""
+
+    @property
+    def online(self) -> bool:
+        """Debounced (edge.relay.core.StatusDebouncer): False only after several misses."""
+        status = self.debounced.status
+        return status is not None and status.online
+
+    @property
+    def summary(self) -> str:
+        if not self.online:
+            known = self.debounced.status is not None or self.debounced.misses
+            return "offline" if known else "not checked yet"
+        if self.faults:
+            return f"faults: {', '.join(self.faults)}"
+        return "over capacity" if self.over_capacity else "ready"
 
 
 class Scales:
+    """The scales of ``settings.scales``: RPC handlers, the claim, status (module docstring)."""
+
     def __init__(
-        self, settings: DevicesSettings, *, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: DevicesSettings,
+        bus: Bus | None,
+        topics: Topics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self._clock = clock
+        self._wall_clock = wall_clock
         self.scales = {
-            s.name: Scale(s, PROTOCOLS[s.protocol], ScaleClaim(s.name, claim_ttl=s.claim_ttl_s))
+            s.name: Scale(
+                s,
+                PROTOCOLS[s.protocol],
+                ScaleClaim(s.name, claim_ttl=s.claim_ttl_s),
+                StatusDebouncer(s.name, misses_to_offline=settings.misses_to_offline),
+            )
             for s in settings.scales
         }
+        self._status = StatusPublisher(
+            bus,
+            topics,
+            {name: functools.partial(self.status_document, scale)
+             for name, scale in self.scales.items()},
+            every_s=settings.status_every_s,
+        )  # fmt: skip
 
     # -- the line --------------------------------------------------------------------------
 
@@ -148,7 +216,17 @@ class Scales:
         scale.reader = scale.writer = scale.codec = None
 
     async def _ask(self, scale: Scale, request: bytes) -> Any:
-        """One request, its first decoded answer. Raises ``OFFLINE``."""
+        """One request, its first decoded answer, observed for the status (module docstring,
+        "Status"). Raises ``OFFLINE``. The caller holds ``scale.lock``."""
+        try:
+            answer = await self._exchange(scale, request)
+        except RequestError as exc:
+            self._observe(scale, None, exc.message)
+            raise
+        self._observe(scale, answer)
+        return answer
+
+    async def _exchange(self, scale: Scale, request: bytes) -> Any:
         if scale.writer is None:
             await self._open(scale)
         reader, writer, codec = scale.reader, scale.writer, scale.codec
@@ -175,6 +253,79 @@ class Scales:
         for scale in self.scales.values():
             self._close(scale)
 
+    # -- status ----------------------------------------------------------------------------
+
+    def _observe(self, scale: Scale, answer: Any, error: str = "") -> None:
+        """A request ended: the scale gave ``answer``, or nothing (None, ``error``). Feeds the
+        debouncer and notes what to publish."""
+        name = scale.settings.name
+        now = self._clock()
+        before = scale.debounced.status
+        if answer is None:
+            scale.last_error = error
+            status = scale.debounced.missed(now)
+        else:
+            scale.last_error = None
+            scale.answered_at = now
+            reading = _as_reading(answer, scale.settings.unit)
+            over = reading is not None and reading.over_capacity
+            faults = tuple(sorted(reading.faults)) if reading is not None else ()
+            if (over, faults) != (scale.over_capacity, scale.faults):
+                scale.over_capacity, scale.faults = over, faults
+                self._status.changed()
+            status = scale.debounced.observe(True, now)
+        if status is None:
+            return
+        if before is None or before.online != status.online:
+            scale.since = self._wall_clock()
+            if status.online:
+                log.info("scales: %s online", name)
+            else:
+                log.warning("scales: %s offline: %s", name, error)
+        self._status.changed()
+
+    async def check(self, scale: Scale) -> None:
+        """One status check: the weight request, under the lock (module docstring, "Status").
+        Skipped when the scale answered less than ``status_every_s`` ago."""
+        async with scale.lock:
+            answered = scale.answered_at
+            if answered is not None and self._clock() - answered < self.settings.status_every_s:
+                return
+            with contextlib.suppress(RequestError):  # observed by _ask
+                await self._ask(scale, scale.dialect.weigh)
+
+    def status_document(self, scale: Scale) -> DeviceStatus | None:
+        """None until the first request ended: nothing to say yet."""
+        if scale.debounced.status is None and not scale.debounced.misses:
+            return None
+        return DeviceStatus(
+            device=scale.settings.name,
+            kind="scale",
+            online=scale.online,
+            summary=scale.summary,
+            since=dt.datetime.fromtimestamp(scale.since, dt.UTC).isoformat(timespec="seconds"),
+            claimed_by=scale.claim.holder(self._clock()),
+            over_capacity=scale.over_capacity,
+            faults=list(scale.faults),
+        )
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.gather(*(self.check(s) for s in self.scales.values()))
+            await asyncio.sleep(self.settings.status_every_s)
+
+    async def run(self) -> None:
+        """Status checks and publication. Runs until cancelled; closes the lines when it
+        ends."""
+        if not self.scales:
+            return
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._watch(), name="scales-status")
+                tg.create_task(self._status.run(), name="scales-publish")
+        finally:
+            await self.aclose()
+
     # -- the claim -------------------------------------------------------------------------
 
     def _claim(self, scale: Scale, lane: str) -> None:
@@ -186,12 +337,14 @@ class Scales:
             )  # fmt: skip
         if claimed:
             log.info("scales: %s claimed by lane %s", scale.settings.name, lane)
+            self._status.changed()
 
     def release_lane(self, lane: str) -> None:
         """The lane went offline: its scales are free."""
         for scale in self.scales.values():
             if scale.claim.lane_disconnected(lane):
                 log.info("scales: %s released by lane %s", scale.settings.name, lane)
+                self._status.changed()
 
     # -- commands --------------------------------------------------------------------------
 
@@ -256,13 +409,13 @@ class Scales:
             {
                 "name": name,
                 "kind": "scale",
-                "online": scale.writer is not None,
-                "summary": ("line open" if scale.writer is not None else "line not open yet")
+                "online": scale.online,
+                "summary": scale.summary
                 + (f", held by lane {holder}" if (holder := scale.claim.holder(now)) else ""),
                 "address": scale.settings.port,
                 "profile": scale.settings.profile or scale.settings.protocol,
                 "actions": ["weigh"],
-                "last_error": None,
+                "last_error": scale.last_error,
                 "has_preview": False,
             }
             for name, scale in self.scales.items()
@@ -309,6 +462,7 @@ class Scales:
         assert ctx.lane is not None
         if scale.claim.release(ctx.lane):
             log.info("scales: %s released by lane %s", request.device, ctx.lane)
+            self._status.changed()
         return {"device": request.device, "released": True}
 
 

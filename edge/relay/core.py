@@ -299,6 +299,17 @@ class StatusDebouncer:
         """The status to retain (publish again after a reconnection); None: not known yet."""
         return self._published
 
+    @property
+    def online(self) -> bool:
+        """Debounced: False only after several misses (or before the first answer)."""
+        return self._published is not None and self._published.online
+
+    @property
+    def not_online_summary(self) -> str:
+        """What a device that is not :attr:`online` shows: offline, or not checked yet."""
+        known = self._published is not None or self.misses
+        return "offline" if known else "not checked yet"
+
     def observe(
         self, ok: bool, now: float, flags: DeviceFlags | None = None
     ) -> PublishedStatus | None:

@@ -114,15 +114,11 @@ class Display:
 
     @property
     def online(self) -> bool:
-        status = self.debounced.status
-        return status is not None and status.online
+        return self.debounced.online
 
     @property
     def summary(self) -> str:
-        if self.online:
-            return "ready"
-        known = self.debounced.status is not None or self.debounced.misses
-        return "offline" if known else "not checked yet"
+        return "ready" if self.online else self.debounced.not_online_summary
 
     def status_document(self) -> DeviceStatus | None:
         """None until the first check ended: nothing to say yet."""

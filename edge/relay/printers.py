@@ -160,14 +160,12 @@ class Printer:
     @property
     def online(self) -> bool:
         """Debounced (edge.relay.core.StatusDebouncer): False only after several misses."""
-        status = self.debounced.status
-        return status is not None and status.online
+        return self.debounced.online
 
     @property
     def summary(self) -> str:
         if not self.online:
-            known = self.debounced.status is not None or self.debounced.misses
-            return "offline" if known else "not checked yet"
+            return self.debounced.not_online_summary
         return self.state.summary if self.state is not None else "online"
 
     def status_document(self) -> DeviceStatus:

@@ -197,6 +197,22 @@ async def test_a_scale_reporting_an_internal_fault_is_a_scale_fault_at_once(
     assert scale.weighs == 1, "a fault is not waited out"
 
 
+async def test_a_toledo_zero_refused_for_motion_is_not_reported_done(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """A Toledo answers Z with its status and does not zero a moving load: the lane must
+    hear WEIGHT_UNSTABLE (retry with the platter still), not "done" with the old zero kept."""
+    with ScaleEmulator("toledo") as scale:
+        async with hub_with_scale(tmp_path, broker, scale) as hub, lane_client(hub) as lane:
+            scale.script = [moving("0.300")]  # on the platter now
+            error = (await ask(lane, "scale.zero"))["error"]
+            assert (error["code"], error["retryable"]) == ("WEIGHT_UNSTABLE", True)
+            assert scale.zero_point == Decimal(0)
+            scale.script = [still("0.300")]
+            assert (await ask(lane, "scale.zero"))["data"] == {"device": "deli", "done": "zero"}
+            assert scale.zero_point == Decimal("0.300")
+
+
 #: Which commands each protocol has (peripherals.md §2.2-2.5); the others are NOT_SUPPORTED
 #: without a byte sent to the scale.
 COMMANDS = {

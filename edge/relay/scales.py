@@ -395,6 +395,10 @@ class Scales:
             answer = await self._ask(scale, request)
         if isinstance(answer, CommandRejected):  # SCP-01 "?": disabled in the scale's setup
             raise _error("NOT_SUPPORTED", f"the scale rejected {which}")
+        if isinstance(answer, ToledoStatus) and answer.in_motion:
+            # A Toledo answers Z and T with its status; a scale does not zero or tare a
+            # moving load, so motion in that answer means it was not done.
+            raise _error("WEIGHT_UNSTABLE", f"the platter is moving: the scale did not {which}")
 
     # -- the console -----------------------------------------------------------------------
 

@@ -305,10 +305,14 @@ class StatusDebouncer:
         return self._published is not None and self._published.online
 
     @property
+    def known(self) -> bool:
+        """Has any check ended yet (answered or missed)?"""
+        return self._published is not None or self.misses > 0
+
+    @property
     def not_online_summary(self) -> str:
         """What a device that is not :attr:`online` shows: offline, or not checked yet."""
-        known = self._published is not None or self.misses
-        return "offline" if known else "not checked yet"
+        return "offline" if self.known else "not checked yet"
 
     def observe(
         self, ok: bool, now: float, flags: DeviceFlags | None = None

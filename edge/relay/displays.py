@@ -46,7 +46,6 @@ see that, and says so in the docs (a USB-serial display unplugged is seen at onc
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import logging
 import termios
@@ -75,7 +74,7 @@ from edge.relay.core import (
 )
 from edge.relay.pending import Pending, answer
 from edge.relay.printers import CommandId, DeviceName
-from edge.relay.status import DeviceStatus, StatusPublisher
+from edge.relay.status import DeviceStatus, StatusPublisher, rfc3339
 from edge.settings import DevicesSettings, DisplaySettings
 
 log = logging.getLogger(__name__)
@@ -122,14 +121,14 @@ class Display:
 
     def status_document(self) -> DeviceStatus | None:
         """None until the first check ended: nothing to say yet."""
-        if self.debounced.status is None and not self.debounced.misses:
+        if not self.debounced.known:
             return None
         return DeviceStatus(
             device=self.settings.name,
             kind="display",
             online=self.online,
             summary=self.summary,
-            since=dt.datetime.fromtimestamp(self.since, dt.UTC).isoformat(timespec="seconds"),
+            since=rfc3339(self.since),
         )
 
 

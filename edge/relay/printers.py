@@ -102,7 +102,7 @@ from edge.relay.core import (
 )
 from edge.relay.pending import Pending, answer
 from edge.relay.printer import EscPosPrinter, PrinterError, PrinterState, printer_driver
-from edge.relay.status import DeviceStatus, StatusPublisher
+from edge.relay.status import DeviceStatus, StatusPublisher, rfc3339
 from edge.settings import DevicesSettings, PrinterSettings
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class Printer:
             paper_near_end=state is not None and state.paper_near_end,
             paper_out=state is not None and state.paper_out,
             cover_open=state is not None and state.cover_open,
-            since=dt.datetime.fromtimestamp(self.since, dt.UTC).isoformat(timespec="seconds"),
+            since=rfc3339(self.since),
         )
 
 

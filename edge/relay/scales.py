@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import functools
 import logging
 import termios
@@ -80,7 +79,7 @@ from edge.bus.errors import RequestError
 from edge.bus.rpc import RequestContext, RpcRouter, decode_data
 from edge.bus.topics import Topics
 from edge.relay.core import DEVICE_ERROR_CODES, DeviceError, ScaleClaim, StatusDebouncer
-from edge.relay.status import DeviceStatus, StatusPublisher
+from edge.relay.status import DeviceStatus, StatusPublisher, rfc3339
 from edge.settings import DevicesSettings, ScaleSettings
 
 log = logging.getLogger(__name__)
@@ -294,14 +293,14 @@ class Scales:
 
     def status_document(self, scale: Scale) -> DeviceStatus | None:
         """None until the first request ended: nothing to say yet."""
-        if scale.debounced.status is None and not scale.debounced.misses:
+        if not scale.debounced.known:
             return None
         return DeviceStatus(
             device=scale.settings.name,
             kind="scale",
             online=scale.online,
             summary=scale.summary,
-            since=dt.datetime.fromtimestamp(scale.since, dt.UTC).isoformat(timespec="seconds"),
+            since=rfc3339(scale.since),
             claimed_by=scale.claim.holder(self._clock()),
             over_capacity=scale.over_capacity,
             faults=list(scale.faults),

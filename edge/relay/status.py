@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -55,6 +56,11 @@ class DeviceStatus(msgspec.Struct, kw_only=True):
     """A scale only: its last answer said over capacity (a CAS scale cannot say it)."""
     faults: list[str] | msgspec.UnsetType = msgspec.UNSET
     """A scale only: the internal faults its last answer reported (SCP-01 only)."""
+
+
+def rfc3339(at: float) -> str:
+    """A wall-clock time as the documents write it (``since``)."""
+    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds")
 
 
 def status_topic(topics: Topics, name: str) -> str:

@@ -169,7 +169,7 @@ class Sender:
                     now = self._clock()
                     await self._housekeeping(now)
                     if self._running < self._slots or len(self._ready) < self._slots:
-                        await self._plan_and_start(tg, now)
+                        await self._plan_and_start(now)
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(await self._idle_for(now)):
@@ -184,7 +184,7 @@ class Sender:
         breaker probes or the cloud throttles us."""
         return self.breaker.state == "closed" and now >= self._throttle_until
 
-    async def _plan_and_start(self, tg: asyncio.TaskGroup, now: float) -> None:
+    async def _plan_and_start(self, now: float) -> None:
         capacity = self._slots - self._running
         if self._may_plan_ahead(now):
             capacity += self._slots - len(self._ready)
@@ -221,7 +221,7 @@ class Sender:
             self._inflight.update(i.key for i in items)
             payloads = asyncio.ensure_future(self._store.payloads([i.seq for i in items]))
             self._ready.append(_Ready(items, payloads))
-        self._start_ready(tg)
+        self._start_ready()
 
     async def _plan(
         self, now: float, capacity: int, limit: int
@@ -255,12 +255,12 @@ class Sender:
         )
         return plan, {item.key: item for item in due}, len(rows)
 
-    def _start_ready(self, tg: asyncio.TaskGroup) -> None:
-        """Start planned batches, oldest first, in the free slots."""
-        while self._ready and self._running < self._slots:
+    def _start_ready(self) -> None:
+        """Start planned batches, oldest first, in the free slots (none once stopping)."""
+        while self._tg is not None and self._ready and self._running < self._slots:
             ready = self._ready.popleft()
             self._running += 1
-            tg.create_task(self._send(ready), name=f"outbox-batch:{ready.items[0].seq}")
+            self._tg.create_task(self._send(ready), name=f"outbox-batch:{ready.items[0].seq}")
 
     def _drop_ready(self) -> None:
         """Forget the batches planned ahead (the breaker opened, the cloud throttles us, the
@@ -283,8 +283,8 @@ class Sender:
             self._running -= 1
             slot_held = False
             verdict = self._assess(items, outcomes)
-            if self._tg is not None and self._may_plan_ahead(verdict.now):
-                self._start_ready(self._tg)
+            if self._may_plan_ahead(verdict.now):
+                self._start_ready()
             self.wake()
             await self._record(verdict)
         except asyncio.CancelledError:

@@ -7,9 +7,10 @@ queue for the single writer thread. The writer takes everything queued (up to
 ``max_group``) and commits it in ONE transaction:
 
 1. ``BEGIN IMMEDIATE`` (take the write lock now, not at the first write);
-2. for each entry, insert it, or find the row already holding its key (a re-sent
-   transaction): same content digest -> the original sequence number (a duplicate, not a
-   second row); different content -> :class:`KeyConflict` for that entry only;
+2. insert the group's entries (one multi-row statement per 64); for each entry not inserted,
+   find the row already holding its key (a re-sent transaction): same content digest -> the
+   original sequence number (a duplicate, not a second row); different content ->
+   :class:`KeyConflict` for that entry only;
 3. ``COMMIT``: with ``synchronous=FULL`` the WAL is fsynced before this returns;
 4. only then resolve every caller's future. An ack sent by the intake therefore always means
    "on disk".

@@ -162,6 +162,10 @@ def build_netsuite(settings: Settings) -> Connector:
         concurrency=ns.concurrency,
         timeout_s=ns.timeout_s,
         throttle_on_401=ns.throttle_on_401,
+        batch=ns.batch,
+        batch_size=ns.batch_size,
+        batch_poll_s=ns.batch_poll_s,
+        batch_wait_s=ns.batch_wait_s,
     )
 
 

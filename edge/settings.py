@@ -151,6 +151,16 @@ class NetSuiteSettings(_Section):
     timeout_s: float = 30.0
     throttle_on_401: bool = True
     """Treat 401 INVALID_LOGIN as "too busy" (NetSuite answers so over its limit)."""
+    batch: bool = False
+    """Post one-record sales and refunds in asynchronous batches (ref §2.3); off: one request
+    per record. A batch NetSuite refuses falls back to one request per record."""
+    batch_size: int = 100
+    """Records per batch request, 2 to 100."""
+    batch_poll_s: float = 0.5
+    """First wait between polls of a batch job (it grows to 5 s)."""
+    batch_wait_s: float = 120.0
+    """How long a batch job is polled before its items are retried later (the same batch
+    finds the same job again)."""
     mapping: NetSuiteMapping = msgspec.field(default_factory=NetSuiteMapping)
     catalogue: NetSuiteCatalogue = msgspec.field(default_factory=NetSuiteCatalogue)
 
@@ -608,6 +618,10 @@ def _check(s: Settings, source: str) -> None:
                 raise bad(f"uplink.netsuite.{key}", f'is required with auth = "{ns.auth}"')
         if ns.concurrency < 1:
             raise bad("uplink.netsuite.concurrency", "must be at least 1")
+        if not 2 <= ns.batch_size <= 100:
+            raise bad("uplink.netsuite.batch_size", "must be 2 to 100 (NetSuite's limit)")
+        if not (ns.batch_poll_s > 0 and ns.batch_wait_s > 0):
+            raise bad("uplink.netsuite.batch_poll_s", "batch_poll_s and batch_wait_s must be > 0")
     d = s.devices
     if d.status_every_s <= 0 or d.timeout_s <= 0 or d.misses_to_offline < 1:
         raise bad("devices", "status_every_s and timeout_s must be > 0, misses_to_offline >= 1")

@@ -54,6 +54,13 @@ def test_environment_overrides_file_with_typed_values(tmp_path: Path) -> None:
         ("[bus]\nreconnect_min_s = 5\nreconnect_max_s = 1\n", "bus.reconnect_max_s", ">="),
         ("[broker]\nport = 1\nlan_port = 1\n", "broker.lan_port", "must differ"),
         ("[bus]\nmax_request_bytes = 10\n", "bus.max_request_bytes", "between"),
+        (
+            '[outbox]\nconnector = "netsuite"\n[uplink.netsuite]\naccount_id = "1"\n'
+            'auth = "tba"\nconsumer_key = "k"\nconsumer_secret = "s"\ntoken_id = "t"\n'
+            'token_secret = "ts"\nbatch = true\nbatch_size = 101\n',
+            "uplink.netsuite.batch_size",
+            "2 to 100",
+        ),
     ],
 )
 def test_bad_config_names_file_key_and_reason(

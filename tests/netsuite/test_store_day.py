@@ -197,13 +197,15 @@ async def reconcile(config: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     return process.returncode, json.loads(out)
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "async-batches"])
 async def test_a_store_day_through_a_faulty_wan_reconciles_with_zero_differences(
-    tmp_path: Path, broker: MosquittoProcess, netsuite: NetSuiteServer
+    tmp_path: Path, broker: MosquittoProcess, netsuite: NetSuiteServer, batch: bool
 ) -> None:
     sim = netsuite.sim
     host, port = netsuite.url.removeprefix("http://").rsplit(":", 1)
     async with WanProxy(host, int(port)) as wan:
         raw = settings_raw(tmp_path, broker.port, f"http://127.0.0.1:{wan.port}", sim)
+        raw["uplink"]["netsuite"] |= {"batch": batch, "batch_poll_s": 0.02}
         config = tmp_path / "edge.toml"
         config.write_text(toml(raw))
         settings = hub_settings(tmp_path, broker_port=broker.port, **_flat(raw))
@@ -227,6 +229,7 @@ async def test_a_store_day_through_a_faulty_wan_reconciles_with_zero_differences
             assert (await hub.outbox.store.stats()).parked == 0
         assert sim.faults.scripted == (), "every scripted fault was met"
         assert sim.duplicates() == {}, "nothing posted twice"
+        assert bool(sim.jobs.jobs) is batch, "sales went in async batches when set"
         code, report = await reconcile(config)  # through the WAN, as the hub would
 
     assert report["differences"] == [], report["differences"]

@@ -39,7 +39,9 @@ Routes (under ``/services/rest``)
 - batches (ref §2.3), async only: ``Content-Type: application/vnd.oracle.resource+json;
   type=collection`` with ``{"items": [...]}`` (1..100) on ``POST`` (create), ``PUT`` (upsert,
   each item's ``externalId``) or ``PATCH`` (update, ``id`` else ``externalId``) of
-  ``record/v1/{type}``, and ``DELETE record/v1/{type}?ids=1,eid:X``; one task per item;
+  ``record/v1/{type}``, and ``DELETE record/v1/{type}?ids=1,eid:X``; one task per item
+  (``batches=False``: an account without the feature, 405 ``INVALID_METHOD``, the simulator's
+  guess at what such an account answers);
 - ``GET async/v1/job/{id}`` (each poll may run the job, see ``job_polls``), ``.../task``,
   ``.../task/{n}`` and ``.../task/{n}/result``. The result's body is undocumented (ref §2.1); the
   simulator answers what the synchronous request would have got (204 + ``Location``, or the
@@ -140,6 +142,7 @@ class NetSuiteSim:
         payment_methods: Iterable[int] | None = None,
         job_polls: int = 0,
         job_replay: ReplayMode = "conflict",
+        batches: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if concurrency < 1:
@@ -157,6 +160,8 @@ class NetSuiteSim:
             account_id, tba=tba, oauth2=oauth2, token_lifetime_s=token_lifetime_s
         )
         self.jobs = JobBook(polls=job_polls, replay=job_replay)
+        self.batches = batches
+        """False: an account without the batch feature (ref §0.3): batch requests answer 405."""
         self.faults = faults if faults is not None else FaultPlan()
         self.tables = tables_for(self.catalogue, self.records)
         self.concurrency = concurrency
@@ -565,6 +570,10 @@ async def _record(request: web.Request) -> web.Response:
     is_async = "respond-async" in request.headers.get("Prefer", "").lower()
     is_batch = "type=collection" in request.headers.get("Content-Type", "").replace(" ", "")
     if len(segments) == 1 and (is_batch or request.method in ("PUT", "PATCH", "DELETE")):
+        if not sim.batches:
+            raise NsError(
+                405, "INVALID_METHOD", "Batch requests are not supported for this account."
+            )
         if not is_async:
             raise NsError(
                 400,

@@ -2,8 +2,7 @@
 
 Theory of operation
 -------------------
-The sender hands batches of one (``max_batch = 1``: the single-record path; NetSuite's
-100-record async batch is not used yet). For each item:
+Every item goes through the single-record path unless batches are on (below). For each item:
 
 1. decode the stored transaction and :func:`~edge.uplink.netsuite.mapping.plan_postings`;
    a :class:`~edge.uplink.netsuite.mapping.Preflight` failure parks it with the precise reason
@@ -18,6 +17,30 @@ The sender hands batches of one (``max_batch = 1``: the single-record path; NetS
 
 Every write is an upsert by a deterministic external id, so a plan replayed after a crash, a
 timeout or a lost answer updates the same records: nothing twice (ref §0.2).
+
+Asynchronous batches (setting ``batch``, off by default: ref §0.3 calls the feature newer than
+pages that say REST has no bulk create). The sender then hands up to ``batch_size`` (≤ 100)
+items at once. Items whose plan is one record (a single-tender cash sale, a refund; the
+customer and ``createdFrom`` resolved first, as above) are grouped by record type, and each
+group is one ``PUT /record/v1/<type>`` with ``Prefer: respond-async``, the collection content
+type and ``{"items": [...]}`` (ref §2.3); the others take the single-record path meanwhile.
+
+- ``X-NetSuite-Idempotency-Key`` is a UUID derived from the request itself (method, path,
+  body), so the same batch sent again after a crash or a lost answer carries the same key:
+  NetSuite answers 400 ``IDEMPOTENCY_ERROR`` with the first job's ``Location`` (ref §2.2) and
+  the connector follows it instead of submitting a second job. A batch composed differently
+  gets a new key; its upserts still land on the same records.
+- The job is polled (``GET async/v1/job/<id>``, every ``batch_poll_s``, growing to 5 s) until
+  ``completed``, for at most ``batch_wait_s``; still running then: every item is retried later
+  (and the same batch finds the same job).
+- The outcome of each item is read from NetSuite itself, not from the task results (their
+  body is undocumented, ref §2.1): one SuiteQL query for the records holding the batch's
+  external ids (``transaction``, with the type checked). An item found is delivered; an item
+  not found (its task failed) is posted on the single-record path, which upserts it or
+  collects NetSuite's precise refusal for it alone.
+- A batch request refused outright (no batch support, a malformed item) falls back to the
+  single-record path for its items; 429, 401 under load, 5xx and WAN faults retry the whole
+  group later, as for a single record.
 
 Classification of NetSuite's answers (ref §3, §6):
 
@@ -46,9 +69,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -71,14 +96,20 @@ from edge.uplink.netsuite.mapping import (
     Plan,
     Posting,
     Preflight,
+    RecordType,
     external_id,
     plan_postings,
 )
+from edge.uplink.netsuite.reconcile import TYPE_CODES, ids_queries
 
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
 _RETRY_STATUSES = frozenset({408, 425, 429})
+MAX_BATCH = 100  # records per batch request (ref §2.3)
+_COLLECTION = "application/vnd.oracle.resource+json; type=collection"
+_KEYS = uuid.uuid5(uuid.NAMESPACE_URL, "urn:store-edge:netsuite:batch")
+_POLL_CAP_S = 5.0
 
 
 class RequestFailed(Exception):
@@ -191,7 +222,6 @@ class OAuth2Credentials:
 
 class NetSuiteConnector:
     name = "netsuite"
-    max_batch = 1
 
     def __init__(
         self,
@@ -203,8 +233,14 @@ class NetSuiteConnector:
         concurrency: int = 5,
         timeout_s: float = 30.0,
         throttle_on_401: bool = True,
+        batch: bool = False,
+        batch_size: int = MAX_BATCH,
+        batch_poll_s: float = 0.5,
+        batch_wait_s: float = 120.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size must be 1 to {MAX_BATCH}")
         self._base = base_url.rstrip("/") + "/services/rest"
         self._account = account_id
         self._credentials = credentials
@@ -213,6 +249,11 @@ class NetSuiteConnector:
         self._slots = AccountSlots(concurrency)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._throttle_on_401 = throttle_on_401
+        self._batch = batch
+        self.max_batch = batch_size if batch else 1
+        self._batch_poll_s = batch_poll_s
+        self._batch_wait_s = batch_wait_s
+        self._batch_refusals: set[str] = set()
         self._clock = clock
         self._tokens = TokenCache()
         self._token_lock = asyncio.Lock()
@@ -222,6 +263,8 @@ class NetSuiteConnector:
     # -- the Connector interface ----------------------------------------------------------
 
     async def deliver(self, batch: Sequence[Outbound]) -> list[Outcome]:
+        if self._batch and len(batch) > 1:
+            return await self._deliver_batch(batch)
         return list(await asyncio.gather(*(self._deliver_one(item) for item in batch)))
 
     async def aclose(self) -> None:
@@ -232,6 +275,13 @@ class NetSuiteConnector:
     # -- one item ---------------------------------------------------------------------------
 
     async def _deliver_one(self, item: Outbound) -> Outcome:
+        planned = self._plan(item)
+        if not isinstance(planned, Plan):
+            return planned
+        return await _outcome_of(self._post(planned))
+
+    def _plan(self, item: Outbound) -> Plan | Outcome:
+        """The item's records, or its outcome when nothing is to be sent."""
         try:
             txn = decode_transaction(item.payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -242,43 +292,162 @@ class NetSuiteConnector:
             return Rejected(exc.code, exc.message, {"preflight": exc.detail})
         if plan.not_posted is not None:
             return Delivered(f"not-posted:{txn.kind}")
-        try:
-            return await self._post(plan)
-        except RequestFailed as stop:
-            return stop.outcome
-        except TimeoutError:
-            return RetryLater("NetSuite did not answer in time", "timeout")
-        except aiohttp.ClientError as exc:
-            return RetryLater(f"NetSuite unreachable: {exc}", "connection")
+        return plan
 
     async def _post(self, plan: Plan) -> Outcome:
         entity = await self._customer(plan) if plan.customer is not None else None
         ids: list[str] = []
         for posting in plan.postings:
-            body = dict(posting.body)
-            if entity is not None:
-                body["customer" if posting.record_type == "customerPayment" else "entity"] = {
-                    "id": entity
-                }
-            if posting.apply_to is not None:
-                body["apply"] = {
-                    "items": [
-                        {
-                            "doc": {"id": ids[posting.apply_to]},
-                            "apply": True,
-                            "amount": msgspec.Raw(format(posting.amount_applied, "f").encode()),
-                        }
-                    ]
-                }
-            if posting.created_from is not None:
-                original = await self._find_original(posting.created_from)
-                if original is not None:
-                    body["createdFrom"] = {"id": original}
-                else:
-                    body["memo"] = f"{body['memo']} / original {posting.created_from} not found"
-            ids.append(await self._upsert(posting, body))
+            ids.append(await self._upsert(posting, await self._compose(posting, entity, ids)))
         primary = plan.postings[plan.primary]
         return Delivered(f"{primary.record_type}:{ids[plan.primary]}")
+
+    async def _compose(
+        self, posting: Posting, entity: str | None, ids: Sequence[str]
+    ) -> dict[str, Any]:
+        """The posting's body with what NetSuite alone knows: the customer's internal id, the
+        invoice a payment applies to (``ids``: the plan's records posted so far), the original
+        sale a refund was created from."""
+        body = dict(posting.body)
+        if entity is not None:
+            body["customer" if posting.record_type == "customerPayment" else "entity"] = {
+                "id": entity
+            }
+        if posting.apply_to is not None:
+            body["apply"] = {
+                "items": [
+                    {
+                        "doc": {"id": ids[posting.apply_to]},
+                        "apply": True,
+                        "amount": msgspec.Raw(format(posting.amount_applied, "f").encode()),
+                    }
+                ]
+            }
+        if posting.created_from is not None:
+            original = await self._find_original(posting.created_from)
+            if original is not None:
+                body["createdFrom"] = {"id": original}
+            else:
+                body["memo"] = f"{body['memo']} / original {posting.created_from} not found"
+        return body
+
+    # -- asynchronous batches (ref §2) ------------------------------------------------------
+
+    async def _deliver_batch(self, batch: Sequence[Outbound]) -> list[Outcome]:
+        """One-record plans of the same record type grouped into async batches; the rest, and
+        whatever a batch did not land, on the single-record path."""
+        outcomes: dict[int, Outcome] = {}
+        plans: dict[int, Plan] = {}
+        groups: dict[RecordType, list[int]] = {}
+        for index, item in enumerate(batch):
+            planned = self._plan(item)
+            if not isinstance(planned, Plan):
+                outcomes[index] = planned
+                continue
+            plans[index] = planned
+            if _one_record(planned):
+                groups.setdefault(planned.postings[0].record_type, []).append(index)
+        batched = [members for members in groups.values() if len(members) > 1]
+        alone = set(plans).difference(*batched)
+
+        async def single(index: int) -> None:
+            outcomes[index] = await _outcome_of(self._post(plans[index]))
+
+        async def compose(index: int) -> tuple[int, Posting, dict[str, Any]] | None:
+            plan = plans[index]
+            try:
+                entity = await self._customer(plan) if plan.customer is not None else None
+                return index, plan.postings[0], await self._compose(plan.postings[0], entity, ())
+            except RequestFailed as stop:
+                outcomes[index] = stop.outcome
+                return None
+
+        async def group(members: list[int]) -> None:
+            bodies = [body for body in await asyncio.gather(*map(compose, members)) if body]
+            landed = await self._post_batch(bodies) if bodies else []
+            for (index, _, _), outcome in zip(bodies, landed, strict=True):
+                if outcome is not None:
+                    outcomes[index] = outcome
+            await asyncio.gather(*(single(i) for i, _, _ in bodies if i not in outcomes))
+
+        await asyncio.gather(*map(single, alone), *map(group, batched))
+        return [outcomes[index] for index in range(len(batch))]
+
+    async def _post_batch(
+        self, members: Sequence[tuple[int, Posting, dict[str, Any]]]
+    ) -> list[Outcome | None]:
+        """One async batch upsert of the members' bodies (one record type); per member, its
+        outcome, or None: not landed by the batch, to post on the single-record path."""
+        record_type = members[0][1].record_type
+        count = len(members)
+        path = f"/record/v1/{record_type}"
+        data = _encode({"items": [body for _, _, body in members]})
+        key = uuid.uuid5(_KEYS, f"PUT {path} {hashlib.sha256(data).hexdigest()}")
+        try:
+            status, answer, headers = await self._request(
+                "PUT",
+                path,
+                data,
+                expect=(202, 400),
+                prefer="respond-async",
+                content_type=_COLLECTION,
+                headers={"X-NetSuite-Idempotency-Key": str(key)},
+            )
+            job = _rest_path(headers.get("Location", ""))
+            if job is None or (status == 400 and _error_code(answer) != "IDEMPOTENCY_ERROR"):
+                self._batch_refused(record_type, self._classify(status, answer, headers))
+                return [None] * count
+            # 202, or the same batch already submitted (ref §2.2): its job either way.
+            if not await self._job_completed(job):
+                return [RetryLater("NetSuite's batch job is still running", "timeout")] * count
+            held = await self._held(record_type, [posting.external_id for _, posting, _ in members])
+        except RequestFailed as stop:
+            if isinstance(stop.outcome, Rejected):
+                self._batch_refused(record_type, stop.outcome)
+                return [None] * count
+            return [stop.outcome] * count
+        return [
+            Delivered(f"{record_type}:{held[posting.external_id.lower()]}")
+            if posting.external_id.lower() in held
+            else None
+            for _, posting, _ in members
+        ]
+
+    def _batch_refused(self, record_type: str, outcome: Outcome) -> None:
+        """NetSuite refused a batch request itself (no batch support on the account, a
+        malformed item): its records go the single-record path. Logged once per reason."""
+        reason = outcome.code if isinstance(outcome, Rejected) else str(outcome)
+        if reason not in self._batch_refusals:
+            self._batch_refusals.add(reason)
+            log.warning(
+                "netsuite: a %s batch was refused (%s); its records are posted one by one",
+                record_type,
+                outcome,
+            )
+
+    async def _job_completed(self, path: str) -> bool:
+        """Poll an async job until it completes (True) or ``batch_wait_s`` passes (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._batch_wait_s
+        delay = self._batch_poll_s
+        while True:
+            _, job, _ = await self._request("GET", path, expect=(200,))
+            if isinstance(job, dict) and job.get("completed") is True:
+                return True
+            if loop.time() + delay > deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, _POLL_CAP_S)
+
+    async def _held(self, record_type: RecordType, eids: Sequence[str]) -> dict[str, str]:
+        """Lower-cased external id -> internal id of the records of ``record_type`` NetSuite
+        holds under ``eids``."""
+        held: dict[str, str] = {}
+        for query in ids_queries(eids):
+            for row in await self.suiteql(query):
+                if row.get("type") == TYPE_CODES[record_type] and row.get("externalid"):
+                    held[str(row["externalid"]).lower()] = str(row["id"])
+        return held
 
     async def _customer(self, plan: Plan) -> str:
         ref = plan.customer
@@ -366,10 +535,12 @@ class NetSuiteConnector:
         self,
         method: Literal["GET", "PUT", "POST"],
         path: str,
-        body: dict[str, Any] | None = None,
+        body: dict[str, Any] | bytes | None = None,
         *,
         expect: tuple[int, ...] = (),
         prefer: str | None = None,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
         background: bool = False,
     ) -> tuple[int, Any, dict[str, str]]:
         """One call under the account's concurrency limit. A status in ``expect`` (or a 404 to
@@ -377,18 +548,19 @@ class NetSuiteConnector:
         (:class:`RequestFailed`)."""
         url = self._base + path
         session = self._http()
-        data = _encode(body) if body is not None else None
+        data = _encode(body) if isinstance(body, dict) else body
         async with self._slots.slot(background=background):
             # A WAN fault is an outcome like any answer: every caller (postings, the
             # catalogue, the reconciliation) gets RequestFailed(RetryLater), never a raw
             # aiohttp or timeout exception (the token fetch included).
             try:
-                headers = {"Authorization": await self._authorization(method, url)}
+                sent = dict(headers or {})
+                sent["Authorization"] = await self._authorization(method, url)
                 if prefer:
-                    headers["Prefer"] = prefer
+                    sent["Prefer"] = prefer
                 if data is not None:
-                    headers["Content-Type"] = "application/json"
-                async with session.request(method, url, data=data, headers=headers) as response:
+                    sent["Content-Type"] = content_type
+                async with session.request(method, url, data=data, headers=sent) as response:
                     raw = await response.read()
                     status = response.status
                     answer_headers = dict(response.headers)
@@ -482,6 +654,38 @@ class NetSuiteConnector:
                     RetryLater(f"NetSuite token endpoint {response.status}", "server")
                 )
         self._tokens.accept(raw, sent_at=now)
+
+
+async def _outcome_of(posting: Any) -> Outcome:
+    """The outcome of a posting coroutine: its own, or how NetSuite or the WAN ended it."""
+    try:
+        outcome: Outcome = await posting
+    except RequestFailed as stop:
+        return stop.outcome
+    except TimeoutError:
+        return RetryLater("NetSuite did not answer in time", "timeout")
+    except aiohttp.ClientError as exc:
+        return RetryLater(f"NetSuite unreachable: {exc}", "connection")
+    return outcome
+
+
+def _one_record(plan: Plan) -> bool:
+    """A plan a batch can carry: one record that needs no other record's internal id."""
+    return len(plan.postings) == 1 and plan.postings[0].apply_to is None
+
+
+def _error_code(body: Any) -> str | None:
+    details = body.get("o:errorDetails") if isinstance(body, dict) else None
+    first = details[0] if isinstance(details, list) and details else {}
+    code = first.get("o:errorCode") if isinstance(first, dict) else None
+    return str(code) if code else None
+
+
+def _rest_path(location: str) -> str | None:
+    """``/async/v1/job/<id>`` of a ``Location`` (a path or a URL, ref §2.1), or None."""
+    marker = "/services/rest"
+    at = location.find(marker)
+    return (location[at + len(marker) :] or None) if at >= 0 else None
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:

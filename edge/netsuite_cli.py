@@ -145,12 +145,12 @@ async def _reconcile(
 
 
 async def _journal(settings: Settings, store: Any, connector: Any, args: argparse.Namespace) -> int:
-    from edge.uplink.netsuite.day import journal_for_day, post_journal
+    from edge.uplink.netsuite.day import journal_for_day, post_adjustment, post_journal
     from edge.uplink.netsuite.mapping import Preflight
 
     mapping = settings.uplink.netsuite.mapping
     try:
-        body = await journal_for_day(store, mapping, settings.store_id, args.date)
+        body, stock = await journal_for_day(store, mapping, settings.store_id, args.date)
     except Preflight as exc:
         print(f"edge: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -158,14 +158,23 @@ async def _journal(settings: Settings, store: Any, connector: Any, args: argpars
         print(f"edge: nothing to journal for {args.date}", file=sys.stderr)
         return EXIT_PROBLEM
     internal_id = await post_journal(connector, body) if args.post else None
-    encoded = msgspec.json.encode({"journal": body, "internal_id": internal_id})
+    stock_id = await post_adjustment(connector, stock) if args.post and stock else None
+    encoded = msgspec.json.encode(
+        {
+            "journal": body,
+            "internal_id": internal_id,
+            "inventory_adjustment": stock,
+            "inventory_adjustment_id": stock_id,
+        }
+    )
     if args.json:
         print(msgspec.json.format(encoded, indent=2).decode())
         return EXIT_OK
-    printable = json.loads(encoded, parse_float=str, parse_int=str)["journal"]
+    printable = json.loads(encoded, parse_float=str, parse_int=str)
     console = Console(highlight=False, soft_wrap=True)
-    table = Table("account", "debit", "credit", "memo", title=printable["externalId"])
-    for line in printable["line"]["items"]:
+    journal = printable["journal"]
+    table = Table("account", "debit", "credit", "memo", title=journal["externalId"])
+    for line in journal["line"]["items"]:
         table.add_row(
             line["account"]["id"],
             str(line.get("debit", "")),
@@ -174,6 +183,14 @@ async def _journal(settings: Settings, store: Any, connector: Any, args: argpars
         )
     console.print(table)
     console.print(f"posted: internal id {internal_id}" if args.post else "not posted (--post)")
+    if stock is not None:
+        adjustment = printable["inventory_adjustment"]
+        table = Table("item", "location", "adjust qty by", title=adjustment["externalId"])
+        for line in adjustment["inventory"]["items"]:
+            table.add_row(line["item"]["id"], line["location"]["id"], line["adjustQtyBy"])
+        console.print(table)
+        if args.post:
+            console.print(f"posted: internal id {stock_id}")
     return EXIT_OK
 
 

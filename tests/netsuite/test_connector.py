@@ -149,6 +149,31 @@ async def test_a_return_is_linked_to_its_original_sale(netsuite: NetSuiteServer)
     assert int(refund.fields["createdFrom"]["id"]) == int(sold.record_id.split(":")[1])
 
 
+async def test_a_return_authorization_is_posted_and_the_refund_created_from_it(
+    netsuite: NetSuiteServer,
+) -> None:
+    netsuite.sim.auth.tba[("ck", "tok")] = TBA
+    rma_mapping = mapping_for(netsuite.sim, return_authorization=True, return_record="creditMemo")
+    ns = connector(netsuite, mapping=rma_mapping)
+    original = golden("sale_cash")
+    ret = golden("return_with_receipt")
+    ret["original"] = {**ret["original"], "txn_id": original["txn_id"]}
+    try:
+        (sold,) = await ns.deliver([outbound(original)])
+        (refunded,) = await ns.deliver([outbound(ret)])
+        again = await ns.deliver([outbound(ret, attempts=1)])
+    finally:
+        await ns.aclose()
+    assert isinstance(sold, Delivered)
+    assert isinstance(refunded, Delivered), refunded
+    assert again == [refunded], "a re-send updates the same two records"
+    (rma,) = netsuite.sim.records.records("returnAuthorization")
+    (memo,) = netsuite.sim.records.records("creditMemo")
+    assert refunded.record_id == f"creditMemo:{memo.id}"
+    assert int(rma.fields["createdFrom"]["id"]) == int(sold.record_id.split(":")[1])
+    assert int(memo.fields["createdFrom"]["id"]) == rma.id
+
+
 async def test_unmapped_sku_is_parked_before_anything_is_sent(netsuite: NetSuiteServer) -> None:
     ns = connector(netsuite, mapping=mapping_for(netsuite.sim, items={}))
     before = netsuite.sim.requests

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from edge.outbox.transactions import Transaction, decode_transaction
 from edge.sim.registers import CATALOGUE, make_sale
-from edge.uplink.netsuite.mapping import Mapping, Plan, Preflight, plan_postings
+from edge.uplink.netsuite.mapping import Mapping, Plan, Preflight, external_id, plan_postings
 
 DATA = Path(__file__).parents[1] / "outbox" / "data"
 
@@ -136,6 +136,27 @@ def test_return_links_its_original_and_follows_the_configured_record() -> None:
     memo = plan_postings(txn, msgspec.structs.replace(MAPPING, return_record="creditMemo"))
     assert memo.postings[0].record_type == "creditMemo"
     assert "paymentMethod" not in memo.postings[0].body
+
+
+def test_a_return_authorization_links_the_sale_and_the_refund_is_created_from_it() -> None:
+    txn = golden("return_with_receipt")
+    rma_mapping = msgspec.structs.replace(
+        MAPPING, return_authorization=True, return_record="creditMemo"
+    )
+    plan = plan_postings(txn, rma_mapping)
+    rma, refund = plan.postings
+    assert (rma.record_type, refund.record_type) == ("returnAuthorization", "creditMemo")
+    assert rma.external_id == external_id(txn.txn_id, "-ra")
+    assert rma.created_from == txn.original.txn_id  # type: ignore[union-attr]
+    assert refund.created_from is None, "the link to the sale is on the authorization"
+    assert refund.from_posting == 0
+    assert plan.primary == 1, "the outbox records the refund's id"
+    assert body_json(plan, 0)["item"] == body_json(plan, 1)["item"]
+    exchange = plan_postings(golden("exchange_customer_pays"), rma_mapping)
+    kinds = [p.record_type for p in exchange.postings]
+    assert kinds == ["returnAuthorization", "creditMemo", "cashSale"]
+    assert exchange.postings[1].from_posting == 0
+    assert exchange.primary == 2
 
 
 def test_exchange_is_a_refund_and_a_sale_with_distinct_external_ids() -> None:

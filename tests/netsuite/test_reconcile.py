@@ -29,6 +29,7 @@ from edge.uplink.netsuite.reconcile import (
     Held,
     StoreTxn,
     compare,
+    daily_inventory_adjustment,
     daily_journal,
     day_query,
     expected_records,
@@ -78,6 +79,24 @@ def test_the_store_expects_the_records_the_connector_posts() -> None:
     assert expected_records([StoreTxn(sale, "delivered")], with_tax)[0][0].amount == Decimal(
         "13.32"
     ), "NetSuite's total with the register's tax"
+
+
+def test_an_exchanges_records_each_carry_the_tax_of_their_own_lines() -> None:
+    """The refund side (and its return authorization) carries the returned lines' tax, the
+    sale side the sold lines' tax, whatever the transaction id looks like once sanitised."""
+    exchange = txn("exchange_refund")  # upper-case id: its external ids are hashed
+    mapping = msgspec.structs.replace(
+        MAPPING,
+        netsuite_total_includes_tax=True,
+        return_authorization=True,
+        items=MAPPING.items | {"SHIRT-L": "21", "SHIRT-M": "22"},
+    )
+    expected, _ = expected_records([StoreTxn(exchange, "delivered")], mapping)
+    assert [(e.record_type, e.amount) for e in expected] == [
+        ("returnAuthorization", Decimal("24.99") + Decimal("2.06")),
+        ("cashRefund", Decimal("24.99") + Decimal("2.06")),
+        ("cashSale", Decimal("19.99") + Decimal("1.65")),
+    ]
 
 
 def test_a_transaction_the_mapping_refuses_is_missing_with_its_reason() -> None:
@@ -157,6 +176,41 @@ def test_the_daily_journal_needs_its_accounts() -> None:
         daily_journal("s1", DAY, store_day([txn("sale_cash")]), bare)
     assert refused.value.code == "NS_UNMAPPED_ACCOUNTS"
     assert refused.value.detail["missing"] == ["tenders.cash", "discounts", "tax"]
+
+
+def test_the_daily_inventory_adjustment_is_units_returned_minus_units_sold() -> None:
+    mapping = msgspec.structs.replace(
+        MAPPING,
+        inventory_adjustments=True,
+        inventory_account_id="300",
+        items=MAPPING.items | {"SHIRT-L": "21"},
+    )
+    day = [txn("sale_cash"), txn("sale_cash"), txn("return_with_receipt"), txn("exchange_refund")]
+    body = daily_inventory_adjustment("s1", DAY, [*day, txn("no_sale")], mapping)
+    assert body is not None
+    assert body["externalId"] == "inv-s1-20260501"
+    assert body["account"] == {"id": "300"}
+    assert body["adjLocation"] == {"id": "1"}
+    assert body["tranDate"] == "2026-05-01"
+    moved = [
+        (line["item"]["id"], decimal_of(line["adjustQtyBy"]), line["location"]["id"])
+        for line in body["inventory"]["items"]
+    ]
+    # Two sales of 2 oat bars and 0.455 kg of gouda, one oat bar back, a shirt L back.
+    assert moved == [("11", Decimal(-3), "1"), ("12", Decimal("-0.910"), "1"), ("21", 1, "1")]
+    assert "not adjusted (no NetSuite item): SHIRT-M" in body["memo"]
+    assert daily_inventory_adjustment("s1", DAY, [txn("no_sale")], mapping) is None
+    with pytest.raises(Preflight) as refused:
+        daily_inventory_adjustment("s1", DAY, day, MAPPING)
+    assert refused.value.detail["missing"] == ["inventory_account_id"]
+
+
+def test_an_inventory_adjustment_is_expected_but_its_total_not_compared() -> None:
+    eid = "inv-s1-20260501"
+    stock = Expected("(daily stock)", "inventoryAdjustment", eid, None)
+    assert compare([stock], [held(eid, "InvAdjst", "812.40")], DAY) == []
+    (missing,) = compare([stock], [], DAY)
+    assert (missing.kind, missing.expected) == ("missing", "inventoryAdjustment")
 
 
 def _sum(body: dict[str, Any], side: str) -> Decimal:

@@ -197,7 +197,9 @@ async def reconcile(config: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     return process.returncode, json.loads(out)
 
 
-@pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "async-batches"])
+@pytest.mark.parametrize(
+    "batch", [False, True], ids=["one-by-one", "async-batches-and-return-authorizations"]
+)
 async def test_a_store_day_through_a_faulty_wan_reconciles_with_zero_differences(
     tmp_path: Path, broker: MosquittoProcess, netsuite: NetSuiteServer, batch: bool
 ) -> None:
@@ -206,6 +208,7 @@ async def test_a_store_day_through_a_faulty_wan_reconciles_with_zero_differences
     async with WanProxy(host, int(port)) as wan:
         raw = settings_raw(tmp_path, broker.port, f"http://127.0.0.1:{wan.port}", sim)
         raw["uplink"]["netsuite"] |= {"batch": batch, "batch_poll_s": 0.02}
+        raw["uplink"]["netsuite"]["mapping"]["return_authorization"] = batch
         config = tmp_path / "edge.toml"
         config.write_text(toml(raw))
         settings = hub_settings(tmp_path, broker_port=broker.port, **_flat(raw))
@@ -236,8 +239,10 @@ async def test_a_store_day_through_a_faulty_wan_reconciles_with_zero_differences
     assert code == 0
     assert report["clean"] is True
     # 30 sales + 2 golden sales, 3 of them split (invoice + 2 payments), 2 returns, 2 exchanges
-    # (two records each): what NetSuite holds for the day is what the store expected.
-    assert report["records_in_netsuite"] == report["records_expected"] == 32 + 3 * 2 + 2 + 4
+    # (two records each), and with return authorizations one more for each return and
+    # exchange: what NetSuite holds for the day is what the store expected.
+    records = 32 + 3 * 2 + 2 + 4 + (4 if batch else 0)
+    assert report["records_in_netsuite"] == report["records_expected"] == records
     assert report["store"]["transactions"] == {
         "drawer_event": 1, "exchange": 2, "no_sale": 1, "paid_in": 1, "return": 2, "sale": 32,
     }  # fmt: skip
@@ -308,7 +313,9 @@ async def test_the_daily_journal_is_posted_balanced_and_reconciles(
 ) -> None:
     sim = netsuite.sim
     raw = settings_raw(tmp_path, broker.port, netsuite.url, sim)
-    raw["uplink"]["netsuite"]["mapping"] = mapping(sim, posting="daily_journal")
+    raw["uplink"]["netsuite"]["mapping"] = mapping(
+        sim, posting="daily_journal", inventory_adjustments=True, inventory_account_id="500"
+    )
     config = tmp_path / "edge.toml"
     config.write_text(toml(raw))
     async with run_hub(hub_settings(tmp_path, broker_port=broker.port, **_flat(raw))) as hub:
@@ -320,7 +327,10 @@ async def test_the_daily_journal_is_posted_balanced_and_reconciles(
     )
     code, before = await reconcile(config)
     assert code == 1
-    assert [d["kind"] for d in before["differences"]] == ["missing"], "the journal, not yet posted"
+    missing = sorted((d["kind"], d["expected"].split()[0]) for d in before["differences"])
+    assert missing == [("missing", "inventoryAdjustment"), ("missing", "journalEntry")], (
+        "the journal and the day's stock movement, not yet posted"
+    )
 
     for _ in range(2):  # posting the day twice updates the one journal
         process = await asyncio.create_subprocess_exec(
@@ -334,7 +344,13 @@ async def test_the_daily_journal_is_posted_balanced_and_reconciles(
     debits = sum(round(ln.get("debit", 0) * 100) for ln in lines)
     credits = sum(round(ln.get("credit", 0) * 100) for ln in lines)
     assert debits == credits > 0
-    assert sim.ledger() == {("journalEntry", posted["journal"]["externalId"]): 1}
+    stock = posted["inventory_adjustment"]
+    assert sim.ledger() == {
+        ("journalEntry", posted["journal"]["externalId"]): 1,
+        ("inventoryAdjustment", stock["externalId"]): 1,
+    }
+    assert posted["inventory_adjustment_id"] is not None
+    assert all(line["adjustQtyBy"] != 0 for line in stock["inventory"]["items"])
     code, after = await reconcile(config)
     assert (code, after["differences"]) == (0, [])
     store_total = sum(float(t) for t in after["store"]["tenders"].values())

@@ -306,8 +306,8 @@ class NetSuiteConnector:
         self, posting: Posting, entity: str | None, ids: Sequence[str]
     ) -> dict[str, Any]:
         """The posting's body with what NetSuite alone knows: the customer's internal id, the
-        invoice a payment applies to (``ids``: the plan's records posted so far), the original
-        sale a refund was created from."""
+        invoice a payment applies to, the return authorization a refund is created from
+        (``ids``: the plan's records posted so far), the original sale a return links to."""
         body = dict(posting.body)
         if entity is not None:
             body["customer" if posting.record_type == "customerPayment" else "entity"] = {
@@ -323,6 +323,8 @@ class NetSuiteConnector:
                     }
                 ]
             }
+        if posting.from_posting is not None:
+            body["createdFrom"] = {"id": ids[posting.from_posting]}
         if posting.created_from is not None:
             original = await self._find_original(posting.created_from)
             if original is not None:

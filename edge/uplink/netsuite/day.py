@@ -25,6 +25,7 @@ from edge.uplink.netsuite.reconcile import (
     Reconciliation,
     StoreTxn,
     compare,
+    daily_inventory_adjustment,
     daily_journal,
     day_query,
     expected_records,
@@ -72,6 +73,11 @@ async def reconcile_day(
             expected.append(
                 Expected("(daily journal)", "journalEntry", body["externalId"], _debits(body))
             )
+        stock = adjustment_for_day(txns, mapping, store_id, day)
+        if stock is not None:
+            expected.append(
+                Expected("(daily stock)", "inventoryAdjustment", stock["externalId"], None)
+            )
         refused: list[Difference] = []
     else:
         expected, refused = expected_records(txns, mapping)
@@ -103,12 +109,22 @@ def _debits(body: dict[str, Any]) -> Decimal:
 
 async def journal_for_day(
     store: OutboxStore, mapping: Mapping, store_id: str, day: dt.date
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The day's journalEntry body (None when the day has no sales, returns or exchanges) and
+    its inventoryAdjustment body (see :func:`adjustment_for_day`)."""
+    txns = await day_transactions(store, day)
+    figures = store_day(t.txn for t in txns)
+    journal = None if figures.is_empty else daily_journal(store_id, day, figures, mapping)
+    return journal, adjustment_for_day(txns, mapping, store_id, day)
+
+
+def adjustment_for_day(
+    txns: Sequence[StoreTxn], mapping: Mapping, store_id: str, day: dt.date
 ) -> dict[str, Any] | None:
-    """The day's journalEntry body, or None when the day has no sales, returns or exchanges."""
-    figures = store_day(t.txn for t in await day_transactions(store, day))
-    if figures.is_empty:
+    """The day's inventoryAdjustment body, or None (not configured, or no stock moved)."""
+    if not mapping.inventory_adjustments:
         return None
-    return daily_journal(store_id, day, figures, mapping)
+    return daily_inventory_adjustment(store_id, day, (t.txn for t in txns), mapping)
 
 
 async def post_journal(connector: NetSuiteConnector, body: dict[str, Any]) -> str:
@@ -116,10 +132,17 @@ async def post_journal(connector: NetSuiteConnector, body: dict[str, Any]) -> st
     return await connector.upsert("journalEntry", body["externalId"], body)
 
 
+async def post_adjustment(connector: NetSuiteConnector, body: dict[str, Any]) -> str:
+    """Upsert the day's inventory adjustment (posting a day twice updates it)."""
+    return await connector.upsert("inventoryAdjustment", body["externalId"], body)
+
+
 __all__: Sequence[str] = (
+    "adjustment_for_day",
     "day_transactions",
     "journal_external_id",
     "journal_for_day",
+    "post_adjustment",
     "post_journal",
     "reconcile_day",
 )

@@ -19,7 +19,10 @@ sale, split tender  ``invoice`` + one ``customerPayment`` per tender, applied to
                     (``split_tender = "cash_sale"`` posts one cashSale with the first
                     tender's method instead)
 return              ``cashRefund`` (or ``creditMemo``: ``return_record``), ``createdFrom``
-                    the original sale when NetSuite holds it (resolved by the shell)
+                    the original sale when NetSuite holds it (resolved by the shell).
+                    ``return_authorization``: first a ``returnAuthorization`` (a Customer
+                    Return, eid ``<id>-ra``, as SuiteCommerce InStore records returns) that
+                    carries the link to the original sale, the refund record created from it
 exchange            a refund record for the returned lines (eid ``<id>-r``) and a cashSale
                     for the sold lines (eid ``<id>-s``)
 void                ``void_action``: "park" (REST has no void; a technician voids it in
@@ -31,7 +34,9 @@ close
 
 With ``posting = "daily_journal"`` no transaction is posted on its own (each is delivered as
 "not posted"): the day is summarised in one journal entry instead
-(:mod:`edge.uplink.netsuite.reconcile`, ``edge netsuite journal``).
+(:mod:`edge.uplink.netsuite.reconcile`, ``edge netsuite journal``), and, with
+``inventory_adjustments``, the day's stock movement in one ``inventoryAdjustment`` (a journal
+moves money, not stock; ref §8).
 
 A customer named on the transaction becomes ``entity``: the shell resolves it (by email first,
 then by external id ``cust-<id>``, creating it once if new); an anonymous sale uses
@@ -74,7 +79,9 @@ from edge.outbox.transactions import (
 )
 from edge.uplink.netsuite.auth import sanitize_external_id
 
-RecordType = Literal["cashSale", "invoice", "customerPayment", "cashRefund", "creditMemo"]
+RecordType = Literal[
+    "cashSale", "invoice", "customerPayment", "cashRefund", "creditMemo", "returnAuthorization"
+]
 
 
 class CatalogueMapping(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -165,7 +172,15 @@ class Mapping(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=T
     send_tax_codes: bool = False
     split_tender: Literal["invoice_payment", "cash_sale"] = "invoice_payment"
     return_record: Literal["cashRefund", "creditMemo"] = "cashRefund"
+    return_authorization: bool = False
+    """Record each return as a returnAuthorization (Customer Return) too, the refund record
+    created from it (SuiteCommerce InStore's pattern, ref §8)."""
     void_action: Literal["park", "skip"] = "park"
+    inventory_adjustments: bool = False
+    """With ``posting = "daily_journal"``: also post the day's stock movement as one
+    inventoryAdjustment per store and day (``edge netsuite journal``)."""
+    inventory_account_id: str = ""
+    """The adjustment account of those inventory adjustments."""
 
 
 class Preflight(Exception):
@@ -189,6 +204,9 @@ class Posting:
     amount_applied: Decimal = Decimal(0)
     created_from: str | None = None
     """Transaction id of the original sale to link (``createdFrom``), if NetSuite holds it."""
+    from_posting: int | None = None
+    """Index of an earlier posting of the plan this record is created from (``createdFrom``:
+    a refund from its return authorization)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,11 +274,11 @@ def plan_postings(txn: Transaction, m: Mapping) -> Plan:
         _plan_sale(plan, txn, txn.lines, txn.tenders, m, suffix="")
     elif isinstance(txn, Return):
         original = txn.original.txn_id if txn.original else None
-        plan.postings.append(_refund(txn, txn.lines, txn.tenders, m, "", original))
+        _plan_refund(plan, txn, txn.lines, txn.tenders, m, "", original)
     else:
         assert isinstance(txn, Exchange)
         original = txn.original.txn_id if txn.original else None
-        plan.postings.append(_refund(txn, txn.returned_lines, txn.tenders, m, "-r", original))
+        _plan_refund(plan, txn, txn.returned_lines, txn.tenders, m, "-r", original)
         plan.primary = len(plan.postings)
         _plan_sale(plan, txn, txn.sold_lines, txn.tenders, m, suffix="-s")
     return plan
@@ -336,10 +354,9 @@ def _item_lines(lines: list[Line], m: Mapping) -> dict[str, Any]:
     items: list[dict[str, Any]] = []
     for ln in lines:
         mapped = m.items.get(ln.sku)
-        quantity = ln.quantity if ln.quantity is not None else ln.weight.value if ln.weight else 1
         entry: dict[str, Any] = {
             "item": _ref(mapped or m.unknown_item_id),
-            "quantity": json_number(Decimal(quantity)),
+            "quantity": json_number(line_quantity(ln)),
             "rate": json_number(ln.unit_price),
             "amount": json_number(ln.amount),
         }
@@ -360,6 +377,13 @@ def _item_lines(lines: list[Line], m: Mapping) -> dict[str, Any]:
             }
             items.append(discount)
     return {"items": items}
+
+
+def line_quantity(line: Line) -> Decimal:
+    """Units sold or returned on a line: its quantity, else its weight (weighed items)."""
+    if line.quantity is not None:
+        return Decimal(line.quantity)
+    return Decimal(line.weight.value) if line.weight else Decimal(1)
 
 
 def _tender_amount(t: Tender) -> Decimal:
@@ -411,16 +435,35 @@ def _plan_sale(
         )
 
 
-def _refund(
+def _plan_refund(
+    plan: Plan,
     txn: BasketTransaction,
     lines: list[Line],
     tenders: list[Tender],
     m: Mapping,
     suffix: str,
     original: str | None,
-) -> Posting:
+) -> None:
+    """The refund record (the plan's primary), after its return authorization if mapped."""
     body = _header(txn, m, suffix)
     body["item"] = _item_lines(lines, m)
+    authorization: int | None = None
+    if m.return_authorization:
+        rma = body | {"externalId": external_id(txn.txn_id, f"{suffix}-ra")}
+        authorization = len(plan.postings)
+        plan.postings.append(
+            Posting("returnAuthorization", rma["externalId"], rma, created_from=original)
+        )
+        original = None  # the link to the sale is on the return authorization
     if m.return_record == "cashRefund":
         body[m.payment_method_field] = _ref(m.payment_methods[tenders[0].type])
-    return Posting(m.return_record, body["externalId"], body, created_from=original)
+    plan.primary = len(plan.postings)
+    plan.postings.append(
+        Posting(
+            m.return_record,
+            body["externalId"],
+            body,
+            created_from=original,
+            from_posting=authorization,
+        )
+    )

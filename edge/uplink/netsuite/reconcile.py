@@ -31,6 +31,11 @@ hub sent, plus the register's tax when ``Mapping.netsuite_total_includes_tax`` (
 the tax it computes to a sale's total; whether the account's total includes it depends on its
 tax setup, ref §0.7: UNCERTAIN, hence a setting). A payment's total is its amount.
 
+*The daily inventory adjustment* (``inventory_adjustments``, journal mode only: a cash sale
+moves stock itself) is the day's stock movement per mapped item, units returned minus units
+sold, upserted as ``inventoryAdjustment`` ``inv-<store>-<YYYYMMDD>`` next to the journal; the
+reconciliation expects it but does not compare its total.
+
 *The daily journal* (``posting = "daily_journal"``, ref §8: a common accounting-integration
 mode, not an Oracle POS pattern) replaces per-transaction records with one balanced
 ``journalEntry`` per store per day, external id ``je-<store>-<YYYYMMDD>``, upserted like every
@@ -52,7 +57,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from edge.outbox.transactions import Exchange, Return, Sale, Transaction
+from edge.outbox.transactions import Exchange, Line, Return, Sale, Transaction
 from edge.uplink.netsuite.auth import sanitize_external_id
 from edge.uplink.netsuite.mapping import (
     Mapping,
@@ -60,6 +65,7 @@ from edge.uplink.netsuite.mapping import (
     Preflight,
     decimal_of,
     json_number,
+    line_quantity,
     plan_postings,
 )
 
@@ -74,6 +80,8 @@ TYPE_CODES: dict[str, str] = {
     "invoice": "CustInvc",
     "customerPayment": "CustPymt",
     "journalEntry": "Journal",
+    "returnAuthorization": "RtnAuth",
+    "inventoryAdjustment": "InvAdjst",
 }
 
 DifferenceKind = Literal["missing", "extra", "amount", "date", "type", "duplicate"]
@@ -101,7 +109,9 @@ class Expected:
     txn_id: str
     record_type: str
     external_id: str
-    amount: Decimal
+    amount: Decimal | None
+    """None: not compared (an inventory adjustment moves stock; what NetSuite shows as its
+    total is UNCERTAIN)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,15 +232,18 @@ def _expected_of(txn: Transaction, plan: Plan, mapping: Mapping) -> Iterable[Exp
                 (decimal_of(line["amount"]) for line in posting.body["item"]["items"]), ZERO
             )
             if mapping.netsuite_total_includes_tax:
-                amount += _tax_of(txn, posting.external_id)
+                amount += _tax_of(txn, posting.record_type)
         yield Expected(txn.txn_id, posting.record_type, posting.external_id, amount)
 
 
-def _tax_of(txn: Transaction, external_id: str) -> Decimal:
-    """The register's tax on the lines a record posts (an exchange's two records split it)."""
+_REFUNDING: frozenset[str] = frozenset({"cashRefund", "creditMemo", "returnAuthorization"})
+
+
+def _tax_of(txn: Transaction, record_type: str) -> Decimal:
+    """The register's tax on the lines a record posts (an exchange's refund side and sale side
+    split it)."""
     if isinstance(txn, Exchange):
-        returned = external_id.endswith("-r")
-        lines = txn.returned_lines if returned else txn.sold_lines
+        lines = txn.returned_lines if record_type in _REFUNDING else txn.sold_lines
     elif isinstance(txn, Sale | Return):
         lines = txn.lines
     else:
@@ -291,7 +304,7 @@ def compare(
     wanted = {e.external_id.lower() for e in expected}
     for e in expected:
         rows = by_eid.get(e.external_id.lower(), [])
-        want = f"{e.record_type} {e.amount:.2f}"
+        want = e.record_type if e.amount is None else f"{e.record_type} {e.amount:.2f}"
         if not rows:
             why = reasons.get(e.txn_id)
             differences.append(
@@ -322,7 +335,7 @@ def compare(
             differences.append(
                 Difference("type", e.external_id, e.txn_id, "another record type", want, got)
             )
-        elif row.amount.quantize(CENT) != e.amount.quantize(CENT):
+        elif e.amount is not None and row.amount.quantize(CENT) != e.amount.quantize(CENT):
             differences.append(
                 Difference(
                     "amount",
@@ -398,6 +411,73 @@ class Reconciliation:
 
 def journal_external_id(store_id: str, day: dt.date) -> str:
     return sanitize_external_id(f"je-{store_id}-{day:%Y%m%d}")
+
+
+def adjustment_external_id(store_id: str, day: dt.date) -> str:
+    return sanitize_external_id(f"inv-{store_id}-{day:%Y%m%d}")
+
+
+def daily_inventory_adjustment(
+    store_id: str, day: dt.date, txns: Iterable[Transaction], mapping: Mapping
+) -> dict[str, Any] | None:
+    """The day's stock movement as one ``inventoryAdjustment`` body (ref §1.7), or None when
+    nothing moved: per mapped item, units returned minus units sold (weighed items by weight).
+    A SKU not in ``mapping.items`` is left out (the catch-all item holds no stock) and named in
+    the memo. Raises :class:`JournalUnmapped` without an adjustment account or a location."""
+    location = mapping.locations.get(store_id) or mapping.default_location_id
+    missing = [
+        name
+        for name, value in (("inventory_account_id", mapping.inventory_account_id),
+                            ("location", location))
+        if not value
+    ]  # fmt: skip
+    if missing:
+        raise JournalUnmapped(
+            "NS_UNMAPPED_ACCOUNTS",
+            f"the daily inventory adjustment needs {', '.join(missing)} in "
+            "[uplink.netsuite.mapping]",
+            {"missing": missing},
+        )
+    moved: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    unmapped: set[str] = set()
+    for txn in txns:
+        for lines, sign in _stock_movements(txn):
+            for line in lines:
+                item = mapping.items.get(line.sku)
+                if item is None:
+                    unmapped.add(line.sku)
+                else:
+                    moved[item] += sign * line_quantity(line)
+    rows = [
+        {"item": {"id": item}, "location": {"id": location}, "adjustQtyBy": json_number(qty)}
+        for item, qty in sorted(moved.items(), key=lambda kv: (len(kv[0]), kv[0]))
+        if qty != 0
+    ]
+    if not rows:
+        return None
+    memo = f"Store {store_id} / daily stock movement {day.isoformat()}"
+    if unmapped:
+        memo += f" / not adjusted (no NetSuite item): {', '.join(sorted(unmapped))}"
+    return {
+        "externalId": adjustment_external_id(store_id, day),
+        "subsidiary": {"id": mapping.subsidiary_id},
+        "adjLocation": {"id": location},
+        "account": {"id": mapping.inventory_account_id},
+        "tranDate": day.isoformat(),
+        "memo": memo,
+        "inventory": {"items": rows},
+    }
+
+
+def _stock_movements(txn: Transaction) -> list[tuple[list[Line], Decimal]]:
+    """(lines, +1 into stock / -1 out of it) of a transaction."""
+    if isinstance(txn, Sale):
+        return [(txn.lines, Decimal(-1))]
+    if isinstance(txn, Return):
+        return [(txn.lines, Decimal(1))]
+    if isinstance(txn, Exchange):
+        return [(txn.returned_lines, Decimal(1)), (txn.sold_lines, Decimal(-1))]
+    return []
 
 
 class JournalUnmapped(Preflight):

@@ -132,29 +132,16 @@ async def test_a_customer_is_matched_by_email_never_duplicated(netsuite: NetSuit
     assert {int(s.fields["entity"]["id"]) for s in sales} == {named[0].id}
 
 
-async def test_a_return_is_linked_to_its_original_sale(netsuite: NetSuiteServer) -> None:
-    netsuite.sim.auth.tba[("ck", "tok")] = TBA
-    ns = connector(netsuite)
-    original = golden("sale_cash")
-    ret = golden("return_with_receipt")
-    ret["original"] = {**ret["original"], "txn_id": original["txn_id"]}
-    try:
-        (sold,) = await ns.deliver([outbound(original)])
-        (refunded,) = await ns.deliver([outbound(ret)])
-    finally:
-        await ns.aclose()
-    assert isinstance(refunded, Delivered), refunded
-    assert isinstance(sold, Delivered)
-    (refund,) = netsuite.sim.records.records("cashRefund")
-    assert int(refund.fields["createdFrom"]["id"]) == int(sold.record_id.split(":")[1])
-
-
-async def test_a_return_authorization_is_posted_and_the_refund_created_from_it(
-    netsuite: NetSuiteServer,
+@pytest.mark.parametrize("authorization", [False, True], ids=["refund", "return-authorization"])
+async def test_a_return_is_linked_to_its_original_sale(
+    netsuite: NetSuiteServer, authorization: bool
 ) -> None:
+    """The refund links the sale; with return authorizations the authorization links the sale
+    and the refund (a credit memo here) is created from the authorization."""
     netsuite.sim.auth.tba[("ck", "tok")] = TBA
-    rma_mapping = mapping_for(netsuite.sim, return_authorization=True, return_record="creditMemo")
-    ns = connector(netsuite, mapping=rma_mapping)
+    record = "creditMemo" if authorization else "cashRefund"
+    mapping = mapping_for(netsuite.sim, return_authorization=authorization, return_record=record)
+    ns = connector(netsuite, mapping=mapping)
     original = golden("sale_cash")
     ret = golden("return_with_receipt")
     ret["original"] = {**ret["original"], "txn_id": original["txn_id"]}
@@ -166,12 +153,17 @@ async def test_a_return_authorization_is_posted_and_the_refund_created_from_it(
         await ns.aclose()
     assert isinstance(sold, Delivered)
     assert isinstance(refunded, Delivered), refunded
-    assert again == [refunded], "a re-send updates the same two records"
-    (rma,) = netsuite.sim.records.records("returnAuthorization")
-    (memo,) = netsuite.sim.records.records("creditMemo")
-    assert refunded.record_id == f"creditMemo:{memo.id}"
-    assert int(rma.fields["createdFrom"]["id"]) == int(sold.record_id.split(":")[1])
-    assert int(memo.fields["createdFrom"]["id"]) == rma.id
+    assert again == [refunded], "a re-send updates the same records"
+    (refund,) = netsuite.sim.records.records(record)
+    assert refunded.record_id == f"{record}:{refund.id}"
+    sale_id = int(sold.record_id.split(":")[1])
+    if authorization:
+        (rma,) = netsuite.sim.records.records("returnAuthorization")
+        assert int(rma.fields["createdFrom"]["id"]) == sale_id
+        assert int(refund.fields["createdFrom"]["id"]) == rma.id
+    else:
+        assert netsuite.sim.records.records("returnAuthorization") == []
+        assert int(refund.fields["createdFrom"]["id"]) == sale_id
 
 
 async def test_unmapped_sku_is_parked_before_anything_is_sent(netsuite: NetSuiteServer) -> None:

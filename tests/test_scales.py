@@ -137,7 +137,13 @@ async def test_a_stable_weight_after_motion_settles(
     any_scale.script = [moving("0.300"), moving("0.512"), still("0.455")]
     async with hub_with_scale(tmp_path, broker, any_scale) as hub, lane_client(hub) as lane:
         answer = await weigh(lane)
-    assert answer["data"] == {"device": "deli", "weight": "0.455", "unit": "kg", "net": False}
+    assert answer["data"] == {
+        "device": "deli",
+        "weight": "0.455",
+        "unit": "kg",
+        "net": False,
+        "duplicate": False,
+    }
     assert any_scale.weighs == 3, "polled until stable, not guessed"
 
 
@@ -193,7 +199,7 @@ async def test_a_scale_reporting_an_internal_fault_is_a_scale_fault_at_once(
         async with hub_with_scale(tmp_path, broker, scale) as hub, lane_client(hub) as lane:
             error = (await weigh(lane))["error"]
     assert (error["code"], error["retryable"]) == ("SCALE_FAULT", False)
-    assert error["details"] == {"faults": ["calibration", "ram"]}
+    assert error["details"] == {"device": "deli", "faults": ["calibration", "ram"]}
     assert scale.weighs == 1, "a fault is not waited out"
 
 
@@ -209,7 +215,11 @@ async def test_a_toledo_zero_refused_for_motion_is_not_reported_done(
             assert (error["code"], error["retryable"]) == ("WEIGHT_UNSTABLE", True)
             assert scale.zero_point == Decimal(0)
             scale.script = [still("0.300")]
-            assert (await ask(lane, "scale.zero"))["data"] == {"device": "deli", "done": "zero"}
+            assert (await ask(lane, "scale.zero"))["data"] == {
+                "device": "deli",
+                "done": "zero",
+                "duplicate": False,
+            }
             assert scale.zero_point == Decimal("0.300")
 
 
@@ -235,7 +245,7 @@ async def test_zero_and_tare_where_the_protocol_has_them(
         asked_before = len(any_scale.requests)
         answer = await ask(lane, "scale.zero")
         if "zero" in supported:
-            assert answer["data"] == {"device": "deli", "done": "zero"}
+            assert answer["data"] == {"device": "deli", "done": "zero", "duplicate": False}
             assert any_scale.zero_point == Decimal("0.455")
             any_scale.script = [still("0.655")]
             assert (await weigh(lane))["data"]["weight"] == "0.200", "weighed from the new zero"
@@ -246,7 +256,7 @@ async def test_zero_and_tare_where_the_protocol_has_them(
         asked_before = len(any_scale.requests)
         answer = await ask(lane, "scale.tare")
         if "tare" in supported:
-            assert answer["data"] == {"device": "deli", "done": "tare"}
+            assert answer["data"] == {"device": "deli", "done": "tare", "duplicate": False}
             any_scale.script = [still("1.155")]
             reading = (await weigh(lane))["data"]
             assert (reading["weight"], reading["net"]) == ("0.500", True), "net of the tare"
@@ -445,3 +455,60 @@ async def test_a_status_check_never_comes_between_a_weighings_request_and_its_an
         assert events.count("request") >= 10
         overlaps = [i for i in range(1, len(events)) if events[i - 1 : i + 1] == ["request"] * 2]
         assert not overlaps, f"a request sent before the previous answer: {events}"
+
+
+# -- exactly once ------------------------------------------------------------------------------
+
+
+async def command(lane: Any, method: str, command_id: str) -> dict[str, Any]:
+    data = {"device": "deli", "command_id": command_id}
+    answer: dict[str, Any] = msgspec.to_builtins(
+        await lane.request(TOPICS.lane_rpc("lane-1", method), data)
+    )
+    return answer
+
+
+async def test_a_resent_tare_or_weighing_is_answered_once_never_run_twice(
+    tmp_path: Path, broker: MosquittoProcess, scale: ScaleEmulator
+) -> None:
+    """The lane's answer was lost and it sends the same command again: the tare is not applied
+    a second time (the container is not subtracted twice), the weighing is not repeated (the
+    sale gets the weight the scale gave the first time)."""
+    scale.script = [still("0.200")]
+    async with hub_with_scale(tmp_path, broker, scale) as hub, lane_client(hub) as lane:
+        first = await command(lane, "scale.tare", "tare-1")
+        tares = scale.requests.count(b"T")
+        scale.script = [still("0.700")]  # the container filled meanwhile
+        again = await command(lane, "scale.tare", "tare-1")
+        assert scale.requests.count(b"T") == tares == 1
+        assert scale.tare == Decimal("0.200")
+        assert first["data"] == {"command_id": "tare-1", "device": "deli", "done": "tare",
+                                 "duplicate": False}  # fmt: skip
+        assert again["data"] == first["data"] | {"duplicate": True}
+
+        weighed = await command(lane, "scale.weigh", "weigh-1")
+        scale.script = [still("0.950")]
+        reweighed = await command(lane, "scale.weigh", "weigh-1")
+        fresh = await command(lane, "scale.weigh", "weigh-2")
+    assert weighed["data"]["weight"] == reweighed["data"]["weight"] == "0.500"
+    assert reweighed["data"]["duplicate"] is True
+    assert fresh["data"]["weight"] == "0.750", "a new command id weighs again"
+
+
+async def test_a_resent_command_that_failed_retryably_runs_again(
+    tmp_path: Path, broker: MosquittoProcess, scale: ScaleEmulator
+) -> None:
+    """WEIGHT_UNSTABLE means nothing was weighed: the same command sent again weighs."""
+    scale.script = [moving("0.300")]
+    async with (
+        hub_with_scale(tmp_path, broker, scale, settle_s=0.2) as hub,
+        lane_client(hub) as lane,
+    ):
+        unstable = await command(lane, "scale.weigh", "weigh-1")
+        scale.script = [still("0.455")]
+        settled = await command(lane, "scale.weigh", "weigh-1")
+        conflict = await command(lane, "scale.tare", "weigh-1")
+    assert unstable["error"]["code"] == "WEIGHT_UNSTABLE"
+    assert settled["data"]["weight"] == "0.455"
+    assert settled["data"]["duplicate"] is False
+    assert conflict["error"]["code"] == "COMMAND_ID_CONFLICT", "one id, one command"

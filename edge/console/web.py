@@ -369,8 +369,8 @@ async def weigh(request: web.Request) -> web.Response:
         reading = await scales.read_for_console(name)
     except RequestError as exc:
         raise _back("/devices", f"{name}: no reading: {exc.message} ({exc.code})") from None
-    net = " net" if reading.net else ""
-    raise _back("/devices", f"{name}: {reading.weight} {reading.unit}{net} (stable)")
+    net = " net" if reading["net"] else ""
+    raise _back("/devices", f"{name}: {reading['weight']} {reading['unit']}{net} (stable)")
 
 
 async def display_test(request: web.Request) -> web.Response:

@@ -79,6 +79,7 @@ __all__ = [
     "PRIORITY_DRAWER",
     "PRIORITY_RECEIPT",
     "PRIORITY_REPORT",
+    "PRIORITY_SCALE",
     "Command",
     "CommandKind",
     "Conflict",
@@ -109,6 +110,8 @@ PRIORITY_RECEIPT: Final = 0
 PRIORITY_DRAWER: Final = 1
 PRIORITY_DISPLAY: Final = 2
 PRIORITY_REPORT: Final = 3
+#: A scale's weigh, zero and tare (a scale has a queue of its own: FIFO).
+PRIORITY_SCALE: Final = 0
 
 #: What each kind of device can do. A drawer is also kicked through the printer it is wired to.
 COMMAND_KINDS_FOR_DEVICE: Final[Mapping[DeviceKind, frozenset[CommandKind]]] = {
@@ -471,13 +474,15 @@ class Relay:
 
     # -- devices -------------------------------------------------------------------------------
 
-    def add_device(self, name: str, kind: DeviceKind) -> None:
-        """Configure a shared device (online until :meth:`set_online` says otherwise)."""
+    def add_device(self, name: str, kind: DeviceKind, *, claim_ttl: float | None = None) -> None:
+        """Configure a shared device (online until :meth:`set_online` says otherwise); a
+        scale's claim lapses after ``claim_ttl`` idle seconds (default: the relay's)."""
         if name in self._devices:
             raise RelayUsageError(f"device {name!r} was already added")
         if kind not in COMMAND_KINDS_FOR_DEVICE:
             raise RelayUsageError(f"unknown device kind {kind!r}")
-        claim = ScaleClaim(name, claim_ttl=self.claim_ttl) if kind == "scale" else None
+        ttl = self.claim_ttl if claim_ttl is None else claim_ttl
+        claim = ScaleClaim(name, claim_ttl=ttl) if kind == "scale" else None
         self._devices[name] = _Device(name, kind, claim=claim)
 
     @property

@@ -32,10 +32,18 @@ reports a stable weight, up to ``settle_s``. Motion that does not settle is
 memory, calibration, initial zero) ``SCALE_FAULT`` at once; a scale that does not answer is
 ``OFFLINE``. A weight is never guessed.
 
-*The claim* (:class:`edge.relay.core.ScaleClaim`). A scale serves one lane at a time: the
-first lane to weigh claims it; another lane gets ``CLAIMED_BY_OTHER_LANE`` until the holder
-releases it (``scale.release``), goes offline (its presence says so), or leaves it idle for
-``claim_ttl_s``.
+*Commands* go through :class:`edge.relay.core.Relay`, like a printer's: ``scale.weigh``,
+``scale.zero`` and ``scale.tare`` are queued on the scale (one at a time, in arrival order,
+a queued one answered ``TIMEOUT`` after ``devices.timeout_s``), run by the scale's worker,
+and answered exactly once. A request with a ``command_id`` is de-duplicated by it: a re-send
+(the lane's answer was lost) gets the first answer, so a weighing is not repeated and a tare
+is not applied twice; a retryable error (nothing was done) runs again when re-sent. Without
+a ``command_id`` every request runs.
+
+*The claim* (:class:`edge.relay.core.ScaleClaim`, kept by the relay). A scale serves one lane
+at a time: the first lane to weigh claims it; another lane gets ``CLAIMED_BY_OTHER_LANE``
+until the holder releases it (``scale.release``), goes offline (its presence says so), or
+leaves it idle for ``claim_ttl_s``.
 
 *Status.* Every ``devices.status_every_s`` the hub sends each scale its weight request (the
 table's second column: every protocol just answers it; never zero or tare, which would change
@@ -48,7 +56,8 @@ checked again. :class:`edge.relay.core.StatusDebouncer` declares a scale offline
 is retained on ``store/{store}/device/{name}/status`` (:class:`edge.relay.status.DeviceStatus`,
 ``kind: "scale"``, with the lane holding it, and the over-capacity flag and faults of its last
 answer), published when it changes and after every reconnection of the bus. A weighing is not
-refused because the scale is offline: it tries the line, which may be back.
+refused because the scale is offline (the relay is not told): it tries the line, which may be
+back.
 
 Calling contract: the scale's lock is held around every :meth:`Scales._ask`.
 """
@@ -58,6 +67,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
+import itertools
 import logging
 import termios
 import time
@@ -78,7 +89,19 @@ from edge.bus.client import Bus
 from edge.bus.errors import RequestError
 from edge.bus.rpc import RequestContext, RpcRouter, decode_data
 from edge.bus.topics import Topics
-from edge.relay.core import DEVICE_ERROR_CODES, DeviceError, ScaleClaim, StatusDebouncer
+from edge.relay.core import (
+    DEVICE_ERROR_CODES,
+    PRIORITY_SCALE,
+    Command,
+    CommandKind,
+    Done,
+    Outcome,
+    Relay,
+    StatusDebouncer,
+    device_error,
+)
+from edge.relay.pending import Pending, answer
+from edge.relay.printers import CommandId, DeviceName
 from edge.relay.status import DeviceStatus, StatusPublisher, rfc3339
 from edge.settings import DevicesSettings, ScaleSettings
 
@@ -97,6 +120,10 @@ class Dialect:
     zero: bytes | None
     tare: bytes | None
     parser: Callable[[str], ScaleCodec]
+
+    def request(self, kind: CommandKind) -> bytes | None:
+        """What to send for a command (None: the protocol has no such command)."""
+        return {"weigh": self.weigh, "zero": self.zero, "tare": self.tare}.get(kind)
 
 
 PROTOCOLS: Final[dict[str, Dialect]] = {
@@ -120,17 +147,23 @@ PROTOCOLS: Final[dict[str, Dialect]] = {
 class WeighRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``scale.weigh`` / ``scale.zero`` / ``scale.tare`` / ``scale.release`` data."""
 
-    device: str
+    device: DeviceName
+    command_id: CommandId | None = None
+    """Created by the lane: a re-send with the same id gets the first answer (the weighing is
+    not repeated, a tare not applied twice). Without it every request runs."""
 
 
 @dataclass(slots=True)
 class Scale:
     settings: ScaleSettings
     dialect: Dialect
-    claim: ScaleClaim
     debounced: StatusDebouncer
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """One request on the line at a time: a weighing (all its polls), zero, tare or a check."""
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a command is queued for the worker."""
+    holder: str | None = None
+    """The lane holding the scale as last published."""
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     codec: ScaleCodec | None = None
@@ -173,15 +206,14 @@ class Scales:
         self.settings = settings
         self._clock = clock
         self._wall_clock = wall_clock
-        self.scales = {
-            s.name: Scale(
-                s,
-                PROTOCOLS[s.protocol],
-                ScaleClaim(s.name, claim_ttl=s.claim_ttl_s),
-                StatusDebouncer(s.name, misses_to_offline=settings.misses_to_offline),
-            )
-            for s in settings.scales
-        }
+        self.relay = Relay()
+        self.scales: dict[str, Scale] = {}
+        for s in settings.scales:
+            self.relay.add_device(s.name, "scale", claim_ttl=s.claim_ttl_s)
+            debouncer = StatusDebouncer(s.name, misses_to_offline=settings.misses_to_offline)
+            self.scales[s.name] = Scale(s, PROTOCOLS[s.protocol], debouncer)
+        self._pending: Pending[CommandKind] = Pending(self.relay, clock)
+        self._unnamed = itertools.count(1)
         self._status = StatusPublisher(
             bus,
             topics,
@@ -301,7 +333,7 @@ class Scales:
             online=scale.online,
             summary=scale.summary,
             since=rfc3339(scale.since),
-            claimed_by=scale.claim.holder(self._clock()),
+            claimed_by=self.relay.scale_holder(scale.settings.name, self._clock()),
             over_capacity=scale.over_capacity,
             faults=list(scale.faults),
         )
@@ -318,30 +350,31 @@ class Scales:
             return
         try:
             async with asyncio.TaskGroup() as tg:
+                for name, scale in self.scales.items():
+                    tg.create_task(self._work(scale), name=f"scale-{name}")
+                tg.create_task(self._pending.expire(), name="scales-expiry")
                 tg.create_task(self._watch(), name="scales-status")
                 tg.create_task(self._status.run(), name="scales-publish")
         finally:
+            self._pending.stopping()
             await self.aclose()
 
     # -- the claim -------------------------------------------------------------------------
 
-    def _claim(self, scale: Scale, lane: str) -> None:
-        claimed = scale.claim.claim(lane, self._clock())
-        if isinstance(claimed, DeviceError):
-            raise RequestError(
-                claimed.code, claimed.message, retryable=claimed.retryable,
-                details=dict(claimed.details),
-            )  # fmt: skip
-        if claimed:
-            log.info("scales: %s claimed by lane %s", scale.settings.name, lane)
+    def _holder_changed(self, scale: Scale) -> None:
+        """Publish the status when the lane holding the scale is not the one last published."""
+        holder = self.relay.scale_holder(scale.settings.name, self._clock())
+        if holder != scale.holder:
+            if holder is not None:
+                log.info("scales: %s claimed by lane %s", scale.settings.name, holder)
+            scale.holder = holder
             self._status.changed()
 
     def release_lane(self, lane: str) -> None:
         """The lane went offline: its scales are free."""
-        for scale in self.scales.values():
-            if scale.claim.lane_disconnected(lane):
-                log.info("scales: %s released by lane %s", scale.settings.name, lane)
-                self._status.changed()
+        for name in self.relay.lane_disconnected(lane):
+            log.info("scales: %s released by lane %s", name, lane)
+            self._holder_changed(self.scales[name])
 
     # -- commands --------------------------------------------------------------------------
 
@@ -354,10 +387,63 @@ class Scales:
             )  # fmt: skip
         return scale
 
-    async def weigh(self, name: str, lane: str) -> Reading:
-        """A stable, usable weight, or a :class:`RequestError` saying why not."""
+    async def submit(
+        self, kind: CommandKind, name: str, lane: str, command_id: str | None = None
+    ) -> dict[str, Any]:
+        """Queue a weigh, zero or tare on the scale and wait for its one answer (the reply
+        data, with ``duplicate``); raises :class:`RequestError` with the device error."""
         scale = self._scale(name)
-        self._claim(scale, lane)
+        if (
+            kind != "weigh"
+            and (scale.dialect.zero if kind == "zero" else scale.dialect.tare) is None
+        ):
+            raise _error("NOT_SUPPORTED", f"{scale.settings.protocol} has no {kind}")
+        now = self._clock()
+        command = Command(
+            command_id=command_id or f"{lane}:{kind}:{next(self._unnamed)}",
+            lane=lane,
+            device=name,
+            kind=kind,
+            priority=PRIORITY_SCALE,
+            payload_digest=hashlib.sha256(f"{kind} {name}".encode()).hexdigest(),
+            deadline=now + self.settings.timeout_s,
+        )
+        outcome, duplicate = await self._pending.submit(command, kind, scale.wake)
+        self._holder_changed(scale)
+        reply = answer(command.command_id, outcome, duplicate=duplicate)
+        if command_id is None:
+            del reply["command_id"]
+        return reply
+
+    async def _work(self, scale: Scale) -> None:
+        """The scale's worker: its queued commands, one at a time (module docstring)."""
+        name = scale.settings.name
+        while True:
+            scale.wake.clear()
+            command = self.relay.next_for(name, self._clock())
+            if command is None:
+                await scale.wake.wait()
+                continue
+            self._holder_changed(scale)
+            kind = self._pending.job(command.command_id)
+            outcome: Outcome
+            try:
+                if kind == "weigh":
+                    reading = await self._weigh(scale)
+                    outcome = Done(
+                        {"device": name, "weight": str(reading.weight), "unit": reading.unit,
+                         "net": reading.net}
+                    )  # fmt: skip
+                else:
+                    await self._command(scale, kind)
+                    outcome = Done({"device": name, "done": kind})
+            except RequestError as exc:
+                outcome = device_error(exc.code, exc.message, device=name, **(exc.details or {}))
+            self._pending.finish(command.command_id, outcome)
+
+    async def _weigh(self, scale: Scale) -> Reading:
+        """A stable, usable weight, or a :class:`RequestError` saying why not."""
+        name = scale.settings.name
         async with scale.lock:
             deadline = self._clock() + scale.settings.settle_s
             while True:
@@ -378,18 +464,14 @@ class Scales:
                 if reading is not None and reading.under_zero:
                     raise _error("UNDER_ZERO", "the scale reads below zero")
                 if reading is not None and reading.usable:
-                    scale.claim.touch(lane, self._clock())
                     return reading
                 if self._clock() >= deadline:
                     raise _error("WEIGHT_UNSTABLE", "the weight did not settle")
                 await asyncio.sleep(scale.settings.poll_s)
 
-    async def command(self, name: str, lane: str, which: str) -> None:
-        scale = self._scale(name)
-        request = scale.dialect.zero if which == "zero" else scale.dialect.tare
-        if request is None:
-            raise _error("NOT_SUPPORTED", f"{scale.settings.protocol} has no {which}")
-        self._claim(scale, lane)
+    async def _command(self, scale: Scale, which: CommandKind) -> None:
+        request = scale.dialect.request(which)
+        assert request is not None  # refused before it was queued
         async with scale.lock:
             answer = await self._ask(scale, request)
         if isinstance(answer, CommandRejected):  # SCP-01 "?": disabled in the scale's setup
@@ -412,7 +494,11 @@ class Scales:
                 "kind": "scale",
                 "online": scale.online,
                 "summary": scale.summary
-                + (f", held by lane {holder}" if (holder := scale.claim.holder(now)) else ""),
+                + (
+                    f", held by lane {holder}"
+                    if (holder := self.relay.scale_holder(name, now))
+                    else ""
+                ),
                 "address": scale.settings.port,
                 "profile": scale.settings.profile or scale.settings.protocol,
                 "actions": ["weigh"],
@@ -422,13 +508,15 @@ class Scales:
             for name, scale in self.scales.items()
         ]  # fmt: skip
 
-    async def read_for_console(self, name: str) -> Reading:
-        """One stable reading for a technician; a lane holding the scale keeps it
-        (CLAIMED_BY_OTHER_LANE), and the console's own claim ends with the reading."""
+    async def read_for_console(self, name: str) -> dict[str, Any]:
+        """One stable reading for a technician (``weight``, ``unit``, ``net``); a lane holding
+        the scale keeps it (CLAIMED_BY_OTHER_LANE), and the console's own claim ends with the
+        reading."""
         try:
-            return await self.weigh(name, self.CONSOLE_LANE)
+            return await self.submit("weigh", name, self.CONSOLE_LANE)
         finally:
-            self.release_lane(self.CONSOLE_LANE)
+            if self.relay.release_scale(name, self.CONSOLE_LANE):
+                self._holder_changed(self.scales[name])
 
     # -- MQTT ------------------------------------------------------------------------------
 
@@ -439,31 +527,26 @@ class Scales:
         router.register("lane", "scale.release", self._rpc_release)
 
     async def _rpc_weigh(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
-        request = decode_data(data, WeighRequest)
-        assert ctx.lane is not None
-        reading = await self.weigh(request.device, ctx.lane)
-        return {"device": request.device, "weight": str(reading.weight), "unit": reading.unit,
-                "net": reading.net}  # fmt: skip
+        return await self._rpc("weigh", ctx, data)
 
     async def _rpc_zero(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
-        request = decode_data(data, WeighRequest)
-        assert ctx.lane is not None
-        await self.command(request.device, ctx.lane, "zero")
-        return {"device": request.device, "done": "zero"}
+        return await self._rpc("zero", ctx, data)
 
     async def _rpc_tare(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
+        return await self._rpc("tare", ctx, data)
+
+    async def _rpc(self, kind: CommandKind, ctx: RequestContext, data: msgspec.Raw) -> Any:
         request = decode_data(data, WeighRequest)
         assert ctx.lane is not None
-        await self.command(request.device, ctx.lane, "tare")
-        return {"device": request.device, "done": "tare"}
+        return await self.submit(kind, request.device, ctx.lane, request.command_id)
 
     async def _rpc_release(self, ctx: RequestContext, data: msgspec.Raw) -> Any:
         request = decode_data(data, WeighRequest)
         scale = self._scale(request.device)
         assert ctx.lane is not None
-        if scale.claim.release(ctx.lane):
+        if self.relay.release_scale(request.device, ctx.lane):
             log.info("scales: %s released by lane %s", request.device, ctx.lane)
-            self._status.changed()
+            self._holder_changed(scale)
         return {"device": request.device, "released": True}
 
 

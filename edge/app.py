@@ -45,7 +45,7 @@ from edge.console.auth import Accounts
 from edge.console.server import Check, HealthSource, HttpServer, build_app
 from edge.console.web import ConsoleSource, add_console
 from edge.console.web_auth import setup_auth
-from edge.discovery import Announcement, Discovery, HubAdvert
+from edge.discovery import PRINTER_TYPE, Announcement, Discovery, HubAdvert
 from edge.hq import api as hq_api
 from edge.hq.apply import AttributeApplier, LaneConfigApplier
 from edge.hq.commands import catalogue_sync, outbox_retry_parked
@@ -301,7 +301,7 @@ class Hub:
         self.discovered_printers: dict[str, Announcement] = {}
         self.printer_discovered = asyncio.Event()
         """Set, then replaced by a fresh one, whenever a network printer is found (or found
-        again) on mDNS: wait on the current one to see the next."""
+        again) on mDNS, or leaves it: wait on the current one to see the next change."""
         self.discovery: Discovery | None = None
         if settings.discovery.enabled:
             d = settings.discovery
@@ -321,6 +321,7 @@ class Hub:
                     ca_fingerprint=self.hub_identity.ca_fingerprint if self.hub_identity else None,
                 ),
                 on_found=self._on_announcement,
+                on_lost=self._on_lost,
             )
         lanes_api.add_routes(http_app, self.lanes)
         self.printers = Printers(
@@ -513,8 +514,7 @@ class Hub:
     def _on_announcement(self, found: Announcement) -> None:
         if found.kind == "printer":
             self.discovered_printers[found.identity] = found
-            self.printer_discovered.set()
-            self.printer_discovered = asyncio.Event()
+            self._printers_changed()
             return
         self._background(
             self.lanes.on_discovered(
@@ -524,6 +524,18 @@ class Hub:
                 software=found.properties.get("sw"),
             )
         )
+
+    def _on_lost(self, service_type: str, name: str) -> None:
+        """A service said goodbye or its record expired. A printer leaves the discovered list
+        (a configured one stays configured); a register's presence is the lanes' business."""
+        if service_type == PRINTER_TYPE and name in self.discovered_printers:
+            del self.discovered_printers[name]
+            log.info("discovery: printer %s is gone from the network", name)
+            self._printers_changed()
+
+    def _printers_changed(self) -> None:
+        self.printer_discovered.set()
+        self.printer_discovered = asyncio.Event()
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)

@@ -39,10 +39,11 @@ def advert(instance: str, port: int, make_and_model: str) -> AsyncServiceInfo:
 
 
 async def discovered(hub: Hub, count: int) -> None:
+    """Until the hub lists ``count`` printers found on mDNS."""
     async with asyncio.timeout(10):
         while True:
             changed = hub.printer_discovered
-            if len(hub.discovered_printers) >= count:
+            if len(hub.discovered_printers) == count:
                 return
             await changed.wait()
 
@@ -87,6 +88,14 @@ async def test_discovered_and_usb_printers_show_the_profile_they_look_like(
                 listed = {d["name"]: d for d in json.loads(out)["peripherals"]}
                 code, human, err = await _edge("device", "--url", hub.http.url, "list")
                 assert code == 0, err
+                # The unconfigured printer is unplugged (it says goodbye on mDNS): it leaves
+                # the list; "front" stays configured.
+                await peer.async_unregister_service(
+                    advert("EPSON TM-T88VI", 9100, "EPSON TM-T88VI")
+                )
+                await discovered(hub, 1)
+                code, out, err = await _edge("device", "--url", hub.http.url, "list", "--json")
+                after = {d["name"] for d in json.loads(out)["peripherals"]}
             finally:
                 await peer.async_close()
 
@@ -111,3 +120,4 @@ async def test_discovered_and_usb_printers_show_the_profile_they_look_like(
     assert listed["back"]["address"] == f"usb serial {SERIAL} at {fake_usb.dev / 'lp0'}"
     assert "no enrolled devices: the hub has no identity yet" in human
     assert "TM-T88VI (unconfirmed): mDNS TXT ty='EPSON TM-T88VI'" in human
+    assert after == {"front", "back"}, "a printer gone from the network is not listed"

@@ -650,9 +650,9 @@ class Hub:
         if not work.cancelled():
             work.result()
 
-    def _reload_broker(self) -> None:
+    async def _reload_broker(self) -> None:
         if self.broker is not None:
-            self.broker.reload()
+            await self.broker.reload()
         if self.hub_identity is not None:
             # New handshakes on the HTTPS listener use a renewed server certificate at once.
             i = self.hub_identity

@@ -92,6 +92,29 @@ async def wait_for_port(host: str, port: int, timeout: float) -> None:
             return
 
 
+#: MQTT 5 CONNECT (clean start, no keepalive, no credentials): Mosquitto answers it with a
+#: CONNACK from its event loop, refused once the hub has its identity.
+_PROBE_ID = b"edge-hub-reload-check"
+_PROBE_BODY = b"\x00\x04MQTT\x05\x02\x00\x00\x00" + len(_PROBE_ID).to_bytes(2, "big") + _PROBE_ID
+_PROBE_CONNECT = bytes([0x10, len(_PROBE_BODY)]) + _PROBE_BODY
+
+
+async def _round_trip(host: str, port: int) -> None:
+    """One exchange through Mosquitto's event loop: a CONNECT and its CONNACK."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(_PROBE_CONNECT)
+        await writer.drain()
+        if (await reader.readexactly(1))[0] >> 4 != 2:
+            raise OSError("the broker did not answer the probe with a CONNACK")
+        if not writer.is_closing():
+            writer.write(b"\xe0\x00")  # DISCONNECT, in case the probe was let in
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
 class BrokerSupervisor:
     def __init__(
         self,
@@ -110,6 +133,7 @@ class BrokerSupervisor:
         self._process: asyncio.subprocess.Process | None = None
         self._ready = asyncio.Event()
         self._first_start: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reload_lock = asyncio.Lock()
         self.starts = 0
 
     @property
@@ -134,18 +158,36 @@ class BrokerSupervisor:
         async with asyncio.timeout(timeout):
             await self._ready.wait()
 
-    def reload(self) -> bool:
+    async def reload(self) -> bool:
         """SIGHUP: Mosquitto re-reads its ACL, password file, CRL and certificates without
-        dropping a connection. False if it is not running (it reads them when it starts)."""
-        process = self._process
-        if process is None or process.returncode is not None:
-            return False
-        try:
-            process.send_signal(signal.SIGHUP)
-        except ProcessLookupError:
-            return False
-        log.info("broker: reloaded (access rules, revocations, certificates)")
-        return True
+        dropping a connection. Returns once it runs with the files as they are now (True), or
+        False if it is not running (it reads them when it starts) or did not answer.
+
+        The signal alone is not enough. Mosquitto blocks it while it waits for traffic and acts
+        on it at the end of a turn of its event loop, and a SIGHUP that arrives while a reload
+        is running is lost (the reload clears the flag when it ends): two enrollments in a row
+        could leave the second device's rules unloaded, every message from it denied. So one
+        reload at a time, each confirmed by two round trips on the loopback listener (a CONNECT
+        answered by a CONNACK): the second is answered on a later turn of the loop than the
+        reload the signal triggered."""
+        async with self._reload_lock:
+            try:
+                async with asyncio.timeout(self._settings.start_timeout_s):
+                    process = self._process
+                    if process is None or process.returncode is not None:
+                        return False  # it reads the files when it (re)starts
+                    # Still starting, it may have read them before they changed: reload it once up.
+                    await self._ready.wait()
+                    process.send_signal(signal.SIGHUP)
+                    for _ in range(2):
+                        await _round_trip(self._settings.host, self._settings.port)
+            except ProcessLookupError:
+                return False
+            except (OSError, EOFError, TimeoutError) as exc:
+                log.warning("broker: reload signalled but not confirmed: %r", exc)
+                return False
+            log.info("broker: reloaded (access rules, revocations, certificates)")
+            return True
 
     async def run(self) -> None:
         try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -76,7 +77,7 @@ class Enrollment:
         cert_days: int = 90,
         code_ttl_s: float = 900.0,
         limiter: AttemptLimiter | None = None,
-        reload_broker: Callable[[], object] = lambda: None,
+        reload_broker: Callable[[], Awaitable[object] | object] = lambda: None,
         kick: Callable[[str], Awaitable[None]] | None = None,
         clock: Clock = time.time,
         server_renew_before: dt.timedelta = dt.timedelta(days=30),
@@ -230,7 +231,7 @@ class Enrollment:
                 log.info("enrollment: the hub's server certificate was renewed")
                 changed = True
             if changed:
-                self._reload_broker()
+                await self._reload()
 
     def _renew_server(self, now: dt.datetime) -> None:
         current = self.identity.server_certificate()
@@ -248,4 +249,11 @@ class Enrollment:
         """The device register changed (enrolled, revoked): rules out, cached verdicts gone."""
         self._valid.clear()
         await asyncio.to_thread(self.identity.publish_rules, now)
-        self._reload_broker()
+        await self._reload()
+
+    async def _reload(self) -> None:
+        """The broker takes the rules up before the change is answered: a device enrolled a
+        moment ago may connect at once, a revoked one is refused from now on."""
+        reloaded = self._reload_broker()
+        if inspect.isawaitable(reloaded):
+            await reloaded

@@ -216,6 +216,27 @@ async def item_status(hub: Hub, creds: DeviceCredentials) -> int:
         return r.status
 
 
+async def test_devices_enrolled_together_may_each_publish_at_once(hub: Hub) -> None:
+    """Enrollment answers only once the broker has taken the new rules up: three registers
+    enrolled at the same moment each publish their presence straight away, and every one
+    gets through. (Mosquitto drops a SIGHUP that arrives while it is reloading: without the
+    confirmed, one-at-a-time reload, the last device's rules could stay unloaded and every
+    message from it be denied.)"""
+    names = ["lane-1", "lane-2", "lane-3"]
+    async with observer(hub, T.lane_status_filter()) as watch:
+        everyone = await asyncio.gather(*(enrolled(hub, name) for name in names))
+        for creds in everyone:
+            async with lan_client(hub, creds, identifier=creds.name) as device:
+                await device.publish(T.lane_status(creds.name), b'{"v": 1}', qos=1)
+        seen: set[str] = set()
+        async with asyncio.timeout(5):
+            async for message in watch.messages:
+                seen.add(str(message.topic))
+                if len(seen) == len(names):
+                    break
+    assert seen == {T.lane_status(name) for name in names}
+
+
 async def test_a_revoked_device_is_cut_off_at_once(hub: Hub) -> None:
     creds = await enrolled(hub, "lane-1")
     assert await item_status(hub, creds) not in (401, 403)  # valid (and now remembered)

@@ -422,9 +422,12 @@ class Demo:
             "Press Ctrl-C to stop.\n"
         )
         followers = [FeedFollower(hub.http.url, lane.lane_id) for lane in lanes]
+        feed_stop = asyncio.Event()
         async with aiohttp.ClientSession() as http, asyncio.TaskGroup() as tg:
             lane_tasks = [tg.create_task(lane.run(), name=lane.lane_id) for lane in lanes]
-            feed = tg.create_task(self._follow_catalogue(hub, http, followers), name="feed")
+            feed = tg.create_task(
+                self._follow_catalogue(hub, http, followers, feed_stop), name="feed"
+            )
             script = tg.create_task(self._outage_script(hub, cloud, wan, lanes), name="outage")
             reporter = tg.create_task(self._report(hub, cloud, wan, lanes), name="narrator")
             if o.duration_s is not None:
@@ -441,7 +444,9 @@ class Demo:
             await self._drain(hub)
             script.cancel()  # after the drain: it may still narrate the backlog delivered
             reporter.cancel()
-            feed.cancel()
+            # Not cancelled mid-request: the hub would log the request cut short as an error.
+            feed_stop.set()
+            await feed
             catalogue_ok, catalogue_line = await _catalogue_check(hub, http, followers)
         outcome = Outcome()
         for lane in lanes:
@@ -512,12 +517,17 @@ class Demo:
             self.say(status_line(await self._figures(hub, cloud, wan, lanes)))
 
     async def _follow_catalogue(
-        self, hub: Hub, http: aiohttp.ClientSession, followers: list[FeedFollower]
+        self,
+        hub: Hub,
+        http: aiohttp.ClientSession,
+        followers: list[FeedFollower],
+        stop: asyncio.Event,
     ) -> None:
         """The lanes fetch the catalogue feed as registers do (here on the narrator's beat,
-        instead of on the retained version topic); the narrator says when a version lands."""
+        instead of on the retained version topic); the narrator says when a version lands.
+        Returns once ``stop`` is set, between two rounds of fetches."""
         shown = 0
-        while True:
+        while not stop.is_set():
             for follower in followers:
                 with contextlib.suppress(FeedRefused, aiohttp.ClientError):
                     await follower.pull(http)
@@ -530,7 +540,9 @@ class Demo:
                     f"({stats.items} items from {hub.catalogue.source_name}) on every lane"
                 )
                 shown = version
-            await asyncio.sleep(self.options.report_every_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.report_every_s):
+                    await stop.wait()
 
     async def _drain(self, hub: Hub) -> None:
         if hub.outbox is None or (await hub.outbox.status())["pending"] == 0:

@@ -72,7 +72,7 @@ from edge.relay.core import (
     StatusDebouncer,
     device_error,
 )
-from edge.relay.pending import Pending, answer
+from edge.relay.pending import Pending, answer, run_devices
 from edge.relay.printers import CommandId, DeviceName
 from edge.relay.status import DeviceStatus, StatusPublisher, rfc3339
 from edge.settings import DevicesSettings, DisplaySettings
@@ -308,12 +308,7 @@ class Displays:
     async def _work(self, display: Display) -> None:
         name = display.settings.name
         while True:
-            display.wake.clear()
-            command = self.relay.next_for(name, self._clock())
-            if command is None:
-                await display.wake.wait()
-                continue
-            job = self._pending.job(command.command_id)
+            command, job = await self._pending.next(name, display.wake)
             assert job is not None  # only a configured display's commands are queued
             outcome: Outcome
             async with display.lock:
@@ -327,24 +322,16 @@ class Displays:
                     self._observe(display, True)
             self._pending.finish(command.command_id, outcome)
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.gather(*(self.check(d) for d in self.displays.values()))
-            await asyncio.sleep(self.settings.status_every_s)
-
     async def run(self) -> None:
         """Workers, status checks and publication. Runs until cancelled."""
         if not self.displays:
             return
         try:
-            async with asyncio.TaskGroup() as tg:
-                for name, display in self.displays.items():
-                    tg.create_task(self._work(display), name=f"display-{name}")
-                tg.create_task(self._pending.expire(), name="displays-expiry")
-                tg.create_task(self._watch(), name="displays-status")
-                tg.create_task(self._status.run(), name="displays-publish")
+            await run_devices(
+                "display", self.displays, work=self._work, check=self.check,
+                every_s=self.settings.status_every_s, pending=self._pending, status=self._status,
+            )  # fmt: skip
         finally:
-            self._pending.stopping()
             await self.aclose()
 
     async def aclose(self) -> None:

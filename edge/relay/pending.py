@@ -6,7 +6,7 @@ the device going offline, or the hub stopping)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Generic, TypeVar
 
 from edge.bus.errors import RequestError
@@ -21,8 +21,10 @@ from edge.relay.core import (
     Relay,
     device_error,
 )
+from edge.relay.status import StatusPublisher
 
 J = TypeVar("J")
+D = TypeVar("D")
 
 EXPIRY_TICK_S = 0.5
 """How often queued commands are checked against their deadline."""
@@ -61,8 +63,15 @@ class Pending(Generic[J]):
         outcome = await asyncio.shield(answer)
         return outcome, not isinstance(decision, Enqueued)
 
-    def job(self, command_id: str) -> J:
-        return self._jobs[command_id]
+    async def next(self, device: str, wake: asyncio.Event) -> tuple[Command, J]:
+        """For a device's worker: the next command to run on ``device``, marked running, and
+        its job; waits on ``wake`` (set by :meth:`submit`) while there is none."""
+        while True:
+            wake.clear()
+            command = self.relay.next_for(device, self._clock())
+            if command is not None:
+                return command, self._jobs[command.command_id]
+            await wake.wait()
 
     def finish(self, command_id: str, outcome: Outcome) -> None:
         """The worker ran the command: record it and answer its waiters."""
@@ -101,3 +110,33 @@ def answer(command_id: str, outcome: Outcome, *, duplicate: bool) -> dict[str, A
     if isinstance(outcome, DeviceError):
         raise request_error(outcome)
     return {"command_id": command_id, **outcome.detail, "duplicate": duplicate}
+
+
+async def run_devices(
+    label: str,
+    devices: Mapping[str, D],
+    *,
+    work: Callable[[D], Coroutine[Any, Any, None]],
+    check: Callable[[D], Coroutine[Any, Any, None]],
+    every_s: float,
+    pending: Pending[Any],
+    status: StatusPublisher,
+) -> None:
+    """A device shell's tasks, until cancelled: one worker per device, the queue's deadline
+    sweep, a status check of every device each ``every_s``, the status publication. Every
+    command still waiting is answered when it ends (the caller then closes its lines)."""
+
+    async def watch() -> None:
+        while True:
+            await asyncio.gather(*(check(device) for device in devices.values()))
+            await asyncio.sleep(every_s)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for name, device in devices.items():
+                tg.create_task(work(device), name=f"{label}-{name}")
+            tg.create_task(pending.expire(), name=f"{label}s-expiry")
+            tg.create_task(watch(), name=f"{label}s-status")
+            tg.create_task(status.run(), name=f"{label}s-publish")
+    finally:
+        pending.stopping()

@@ -100,7 +100,7 @@ from edge.relay.core import (
     StatusDebouncer,
     device_error,
 )
-from edge.relay.pending import Pending, answer
+from edge.relay.pending import Pending, answer, run_devices
 from edge.relay.printer import EscPosPrinter, PrinterError, PrinterState, printer_driver
 from edge.relay.status import DeviceStatus, StatusPublisher, rfc3339
 from edge.settings import DevicesSettings, PrinterSettings
@@ -287,13 +287,9 @@ class Printers:
     async def _work(self, printer: Printer) -> None:
         name = printer.settings.name
         while True:
-            printer.wake.clear()
-            command = self.relay.next_for(name, self._clock())
-            if command is None:
-                await printer.wake.wait()
-                continue
+            command, job = await self._pending.next(name, printer.wake)
             try:
-                outcome = await self._execute(printer, self._pending.job(command.command_id))
+                outcome = await self._execute(printer, job)
             except Exception:  # a bug must cost one answer, not the printer's worker
                 ref = f"{time.time_ns():x}"[-12:]
                 log.exception("devices: %s on %s failed (ref %s)", command.command_id, name, ref)
@@ -377,21 +373,13 @@ class Printers:
         if not self.printers:
             return
         try:
-            async with asyncio.TaskGroup() as tg:
-                for name, printer in self.printers.items():
-                    tg.create_task(self._work(printer), name=f"printer-{name}")
-                tg.create_task(self._pending.expire(), name="printers-expiry")
-                tg.create_task(self._watch(), name="printers-status")
-                tg.create_task(self._status.run(), name="devices-publish")
+            await run_devices(
+                "printer", self.printers, work=self._work, check=self.check,
+                every_s=self.settings.status_every_s, pending=self._pending, status=self._status,
+            )  # fmt: skip
         finally:
-            self._pending.stopping()
             for printer in self.printers.values():
                 printer.driver.close_idle_connection()
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.gather(*(self.check(p) for p in self.printers.values()))
-            await asyncio.sleep(self.settings.status_every_s)
 
     # -- the console -----------------------------------------------------------------------
 

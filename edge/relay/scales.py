@@ -100,7 +100,7 @@ from edge.relay.core import (
     StatusDebouncer,
     device_error,
 )
-from edge.relay.pending import Pending, answer
+from edge.relay.pending import Pending, answer, run_devices
 from edge.relay.printers import CommandId, DeviceName
 from edge.relay.status import DeviceStatus, StatusPublisher, rfc3339
 from edge.settings import DevicesSettings, ScaleSettings
@@ -338,25 +338,17 @@ class Scales:
             faults=list(scale.faults),
         )
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.gather(*(self.check(s) for s in self.scales.values()))
-            await asyncio.sleep(self.settings.status_every_s)
-
     async def run(self) -> None:
-        """Status checks and publication. Runs until cancelled; closes the lines when it
-        ends."""
+        """Workers, status checks and publication. Runs until cancelled; closes the lines when
+        it ends."""
         if not self.scales:
             return
         try:
-            async with asyncio.TaskGroup() as tg:
-                for name, scale in self.scales.items():
-                    tg.create_task(self._work(scale), name=f"scale-{name}")
-                tg.create_task(self._pending.expire(), name="scales-expiry")
-                tg.create_task(self._watch(), name="scales-status")
-                tg.create_task(self._status.run(), name="scales-publish")
+            await run_devices(
+                "scale", self.scales, work=self._work, check=self.check,
+                every_s=self.settings.status_every_s, pending=self._pending, status=self._status,
+            )  # fmt: skip
         finally:
-            self._pending.stopping()
             await self.aclose()
 
     # -- the claim -------------------------------------------------------------------------
@@ -419,13 +411,8 @@ class Scales:
         """The scale's worker: its queued commands, one at a time (module docstring)."""
         name = scale.settings.name
         while True:
-            scale.wake.clear()
-            command = self.relay.next_for(name, self._clock())
-            if command is None:
-                await scale.wake.wait()
-                continue
+            command, kind = await self._pending.next(name, scale.wake)
             self._holder_changed(scale)
-            kind = self._pending.job(command.command_id)
             outcome: Outcome
             try:
                 if kind == "weigh":

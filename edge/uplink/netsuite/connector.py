@@ -74,7 +74,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -658,10 +658,10 @@ class NetSuiteConnector:
         self._tokens.accept(raw, sent_at=now)
 
 
-async def _outcome_of(posting: Any) -> Outcome:
+async def _outcome_of(posting: Awaitable[Outcome]) -> Outcome:
     """The outcome of a posting coroutine: its own, or how NetSuite or the WAN ended it."""
     try:
-        outcome: Outcome = await posting
+        outcome = await posting
     except RequestFailed as stop:
         return stop.outcome
     except TimeoutError:

@@ -4,15 +4,15 @@ Theory of operation
 -------------------
 *Append* (the intake path, latency-critical). Callers ``await store.append(entry)``; entries
 queue for the single writer thread. The writer takes everything queued (up to
-``max_group``) and commits it in ONE transaction:
+``max_group``, at most :data:`MAX_GROUP`) and commits it in ONE transaction:
 
-1. ``BEGIN IMMEDIATE`` (take the write lock now, not at the first write);
-2. insert the group's entries (one multi-row statement per 64); for each entry not inserted,
-   find the row already holding its key (a re-sent transaction): same content digest -> the
-   original sequence number (a duplicate, not a second row); different content ->
-   :class:`KeyConflict` for that entry only;
-3. ``COMMIT``: with ``synchronous=FULL`` the WAL is fsynced before this returns;
-4. only then resolve every caller's future. An ack sent by the intake therefore always means
+1. one multi-row ``INSERT ... ON CONFLICT(key) DO NOTHING RETURNING``, autocommitted: SQLite
+   runs it in its own transaction and commits before the statement returns its last row,
+   with ``synchronous=FULL`` the WAL is fsynced by then;
+2. for each entry not inserted, find the row already holding its key (a re-sent
+   transaction): same content digest -> the original sequence number (a duplicate, not a
+   second row); different content -> :class:`KeyConflict` for that entry only;
+3. only then resolve every caller's future. An ack sent by the intake therefore always means
    "on disk".
 
 While one group is being fsynced the next one fills up, so throughput grows with the number of
@@ -181,8 +181,9 @@ class Stats:
     db_bytes: int
 
 
-# Rows per INSERT statement of a group (10 parameters each, far below SQLite's limit).
-_INSERT_ROWS = 64
+# Most entries in one group: a group is one INSERT of 10 parameters per entry, and SQLite
+# (since 3.32) binds at most 32,766 parameters per statement.
+MAX_GROUP = 3200
 
 
 @dataclass(slots=True)
@@ -201,6 +202,10 @@ _ITEM_COLUMNS = (
 def _json_tuple(text: str | None) -> tuple[str, ...]:
     # Most items have no dependencies and no flags: skip the JSON parser for "[]".
     return tuple(json.loads(text)) if text and text != "[]" else ()
+
+
+def _json_list(values: tuple[str, ...]) -> str:
+    return json.dumps(list(values)) if values else "[]"
 
 
 def _item(row: sqlite3.Row) -> Item:
@@ -239,7 +244,7 @@ class OutboxStore:
         self, path: Path, *, max_group: int = 512, max_page_count: int | None = None
     ) -> None:
         self.path = path
-        self._max_group = max_group
+        self._max_group = min(max_group, MAX_GROUP)
         self._max_page_count = max_page_count
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-writer")
         self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-reader")
@@ -341,55 +346,49 @@ class OutboxStore:
                     pending.future.set_result(result)
 
     def _write_group(self, group: Sequence[tuple[Entry, float]]) -> list[Appended | Exception]:
-        """Steps 1-3 for one group: a few statements whatever its size (each one hands the GIL
-        back and forth with the busy event loop)."""
+        """Steps 1-3 for one group, as ONE autocommitted statement: SQLite runs the insert and
+        commits (fsync) in the statement's own transaction, so the writer hands the GIL back
+        and forth with the busy event loop twice per group, not once per BEGIN, insert and
+        COMMIT. A failed commit rolls the whole statement back. Re-sent keys are looked up
+        after it (only this thread writes, so what they find cannot change meanwhile)."""
         db = self._db()
+        rows = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(group))
+        values = [
+            value
+            for entry, now in group
+            for value in (
+                entry.key,
+                entry.kind,
+                entry.event_type,
+                entry.lane,
+                _json_list(entry.depends_on),
+                entry.payload,
+                entry.digest,
+                _json_list(entry.flags) if entry.flags else None,
+                now,
+                now,
+            )
+        ]
+        cursor = db.execute(
+            "INSERT INTO items (key, kind, event_type, lane, depends_on, payload, digest,"
+            f" flags, accepted_at, next_attempt_at) VALUES {rows}"
+            " ON CONFLICT(key) DO NOTHING RETURNING key, seq",
+            values,
+        )
+        inserted: dict[str, int] = dict(cursor.fetchall())
         results: list[Appended | Exception] = []
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            inserted: dict[str, int] = {}
-            for start in range(0, len(group), _INSERT_ROWS):
-                chunk = group[start : start + _INSERT_ROWS]
-                rows = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-                values = [
-                    value
-                    for entry, now in chunk
-                    for value in (
-                        entry.key,
-                        entry.kind,
-                        entry.event_type,
-                        entry.lane,
-                        json.dumps(list(entry.depends_on)),
-                        entry.payload,
-                        entry.digest,
-                        json.dumps(list(entry.flags)) if entry.flags else None,
-                        now,
-                        now,
-                    )
-                ]
-                cursor = db.execute(
-                    "INSERT INTO items (key, kind, event_type, lane, depends_on, payload, digest,"
-                    f" flags, accepted_at, next_attempt_at) VALUES {rows}"
-                    " ON CONFLICT(key) DO NOTHING RETURNING key, seq",
-                    values,
-                )
-                inserted.update((row[0], row[1]) for row in cursor)
-            for entry, now in group:
-                seq = inserted.pop(entry.key, None)  # pop: a key twice in one group is a resend
-                if seq is not None:
-                    results.append(Appended(seq, False, now))
-                    continue
-                row = db.execute(
-                    "SELECT seq, digest, accepted_at FROM items WHERE key = ?", (entry.key,)
-                ).fetchone()
-                if bytes(row["digest"]) == entry.digest:
-                    results.append(Appended(row["seq"], True, row["accepted_at"]))
-                else:
-                    results.append(KeyConflict(entry.key))
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
+        for entry, now in group:
+            seq = inserted.pop(entry.key, None)  # pop: a key twice in one group is a resend
+            if seq is not None:
+                results.append(Appended(seq, False, now))
+                continue
+            row = db.execute(
+                "SELECT seq, digest, accepted_at FROM items WHERE key = ?", (entry.key,)
+            ).fetchone()
+            if bytes(row["digest"]) == entry.digest:
+                results.append(Appended(row["seq"], True, row["accepted_at"]))
+            else:
+                results.append(KeyConflict(entry.key))
         return results
 
     # -- sender bookkeeping -------------------------------------------------------------------

@@ -157,6 +157,37 @@ async def test_full_disk_refuses_whole_group_and_recovers(tmp_path: Path) -> Non
     await roomy.close()
 
 
+async def test_a_group_too_big_for_the_disk_is_refused_whole(tmp_path: Path) -> None:
+    """Concurrent appends that share one commit (100 x 3 KB), which no longer fits: every one
+    of them is refused with StorageFull and none of them is written (the group is one
+    statement, rolled back as a whole)."""
+    path = tmp_path / "outbox.db"
+    s = OutboxStore(path, max_page_count=60)
+    await s.open()
+    await s.append(entry("before"), now=T0)
+    big = "y" * 3000
+    results = await asyncio.gather(
+        *(s.append(entry(f"t-{i}", big), now=T0) for i in range(100)), return_exceptions=True
+    )
+    assert s.groups_committed == 1, "only the first append committed"
+    assert all(isinstance(r, StorageFull) for r in results)
+    assert [k for _, k, _ in rows(path)] == ["before"]
+    await s.close()
+
+
+async def test_groups_stay_within_sqlite_parameter_limit(tmp_path: Path) -> None:
+    """A configured max_group larger than one statement can carry is capped: 3,500 concurrent
+    appends are all committed (in more than one group), none refused for "too many SQL
+    variables"."""
+    s = OutboxStore(tmp_path / "outbox.db", max_group=10_000)
+    await s.open()
+    results = await asyncio.gather(*(s.append(entry(f"t-{i}"), now=T0) for i in range(3500)))
+    assert len({r.seq for r in results}) == 3500
+    assert s.groups_committed >= 2
+    await s.close()
+    assert len(rows(tmp_path / "outbox.db")) == 3500
+
+
 async def test_due_respects_backoff_and_order(store: OutboxStore) -> None:
     for i in range(5):
         await store.append(entry(f"t-{i}"), now=T0)

@@ -196,7 +196,7 @@ class Sender:
         # dependencies fill that window, look further (reading hundreds of rows at every plan
         # was most of the sender's cost when each batch is one record).
         wanted = capacity * self._batch_max
-        limit = max(2 * wanted, 32)
+        limit = wanted + 32
         while True:
             planned = await self._plan(now, capacity, limit)
             if planned is None:
@@ -282,6 +282,12 @@ class Sender:
             # outcomes are recorded (its keys stay in flight until then).
             self._running -= 1
             slot_held = False
+            if self._may_plan_ahead(self._clock()) and all(
+                isinstance(outcome, policy.Delivered) for outcome in outcomes
+            ):
+                # The usual answer during a drain: it cannot open the breaker or throttle us,
+                # so the next batch goes out before this one's outcomes are even assessed.
+                self._start_ready()
             verdict = self._assess(items, outcomes)
             if self._may_plan_ahead(verdict.now):
                 self._start_ready()

@@ -385,10 +385,7 @@ class Scales:
         """Queue a weigh, zero or tare on the scale and wait for its one answer (the reply
         data, with ``duplicate``); raises :class:`RequestError` with the device error."""
         scale = self._scale(name)
-        if (
-            kind != "weigh"
-            and (scale.dialect.zero if kind == "zero" else scale.dialect.tare) is None
-        ):
+        if scale.dialect.request(kind) is None:
             raise _error("NOT_SUPPORTED", f"{scale.settings.protocol} has no {kind}")
         now = self._clock()
         command = Command(

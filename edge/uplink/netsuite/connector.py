@@ -396,7 +396,8 @@ class NetSuiteConnector:
                 headers={"X-NetSuite-Idempotency-Key": str(key)},
             )
             job = _rest_path(headers.get("Location", ""))
-            if job is None or (status == 400 and _error_code(answer) != "IDEMPOTENCY_ERROR"):
+            replayed = _first_error(answer).get("o:errorCode") == "IDEMPOTENCY_ERROR"
+            if job is None or (status == 400 and not replayed):
                 self._batch_refused(record_type, self._classify(status, answer, headers))
                 return [None] * count
             # 202, or the same batch already submitted (ref §2.2): its job either way.
@@ -585,8 +586,7 @@ class NetSuiteConnector:
         raise RequestFailed(self._classify(status, parsed, answer_headers))
 
     def _classify(self, status: int, body: Any, headers: dict[str, str]) -> Outcome:
-        details = body.get("o:errorDetails") if isinstance(body, dict) else None
-        first = details[0] if isinstance(details, list) and details else {}
+        first = _first_error(body)
         code = str(first.get("o:errorCode") or f"HTTP_{status}")
         message = str(first.get("detail") or (body or {}).get("title") or f"HTTP {status}")
         if status in _RETRY_STATUSES:
@@ -676,11 +676,11 @@ def _one_record(plan: Plan) -> bool:
     return len(plan.postings) == 1 and plan.postings[0].apply_to is None
 
 
-def _error_code(body: Any) -> str | None:
+def _first_error(body: Any) -> dict[str, Any]:
+    """The first entry of an nsError body's ``o:errorDetails`` ({} when there is none)."""
     details = body.get("o:errorDetails") if isinstance(body, dict) else None
     first = details[0] if isinstance(details, list) and details else {}
-    code = first.get("o:errorCode") if isinstance(first, dict) else None
-    return str(code) if code else None
+    return first if isinstance(first, dict) else {}
 
 
 def _rest_path(location: str) -> str | None:

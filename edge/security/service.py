@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -77,7 +76,7 @@ class Enrollment:
         cert_days: int = 90,
         code_ttl_s: float = 900.0,
         limiter: AttemptLimiter | None = None,
-        reload_broker: Callable[[], Awaitable[object] | object] = lambda: None,
+        reload_broker: Callable[[], Awaitable[object]] | None = None,
         kick: Callable[[str], Awaitable[None]] | None = None,
         clock: Clock = time.time,
         server_renew_before: dt.timedelta = dt.timedelta(days=30),
@@ -254,6 +253,5 @@ class Enrollment:
     async def _reload(self) -> None:
         """The broker takes the rules up before the change is answered: a device enrolled a
         moment ago may connect at once, a revoked one is refused from now on."""
-        reloaded = self._reload_broker()
-        if inspect.isawaitable(reloaded):
-            await reloaded
+        if self._reload_broker is not None:
+            await self._reload_broker()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,11 @@ def test_initialize_creates_private_keys_and_refuses_to_replace_a_ca(tmp_path: P
         make_identity(tmp_path)
 
 
+async def _note(reloads: list[None]) -> None:
+    """A broker reload, counted."""
+    reloads.append(None)
+
+
 async def test_a_code_expires_is_single_use_and_only_one_racer_wins(tmp_path: Path) -> None:
     clock = Clock()
     reloads: list[None] = []
@@ -89,7 +95,7 @@ async def test_a_code_expires_is_single_use_and_only_one_racer_wins(tmp_path: Pa
         make_identity(tmp_path),
         hub_id="hub-1",
         clock=clock,
-        reload_broker=lambda: reloads.append(None),
+        reload_broker=partial(_note, reloads),
     )
     created = await service.create_code("lane-1", "register")
     assert created.lane == "lane-1"
@@ -175,7 +181,7 @@ async def test_maintenance_renews_the_server_certificate_and_the_crl_in_place(
     reloads: list[None] = []
     identity = make_identity(tmp_path)
     service = Enrollment(
-        identity, hub_id="hub-1", clock=clock, reload_broker=lambda: reloads.append(None)
+        identity, hub_id="hub-1", clock=clock, reload_broker=partial(_note, reloads)
     )
     before = identity.server_certificate()
     await service.maintain()

@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 *Append* (the intake path, latency-critical). Callers ``await store.append(entry)``; entries
-queue for the single writer thread. The writer takes everything queued (up to
-``max_group``, at most :data:`MAX_GROUP`) and commits it in ONE transaction:
+queue (a ``queue.SimpleQueue``) for the store's own writer thread, which runs every write of
+this process in the order asked. The writer takes the appends queued (up to ``max_group``, at
+most :data:`MAX_GROUP`) and commits them in ONE transaction:
 
 1. one multi-row ``INSERT ... ON CONFLICT(key) DO NOTHING RETURNING``, autocommitted: SQLite
    runs it in its own transaction and commits before the statement returns its last row,
@@ -12,11 +13,14 @@ queue for the single writer thread. The writer takes everything queued (up to
 2. for each entry not inserted, find the row already holding its key (a re-sent
    transaction): same content digest -> the original sequence number (a duplicate, not a
    second row); different content -> :class:`KeyConflict` for that entry only;
-3. only then resolve every caller's future. An ack sent by the intake therefore always means
-   "on disk".
+3. only then resolve every caller's future, with one ``call_soon_threadsafe`` for the group.
+   An ack sent by the intake therefore always means "on disk".
 
 While one group is being fsynced the next one fills up, so throughput grows with the number of
-concurrent lanes (group commit) while a lone lane pays one fsync.
+concurrent lanes (group commit) while a lone lane pays one fsync. The writer starts the next
+group as soon as a commit returns, while the event loop answers the last one's callers (a
+thread pool behind an asyncio task idled between commits until the busy loop came round to
+it).
 
 If the commit fails (disk full, I/O error) the whole group is rolled back and every caller gets
 the error: nothing is half written. SQLITE_FULL becomes :class:`StorageFull` (retryable).
@@ -42,10 +46,10 @@ Errors::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -193,6 +197,38 @@ class _Append:
     future: asyncio.Future[Appended] = field(repr=False)
 
 
+@dataclass(slots=True)
+class _Job:
+    """Any other write, run alone on the writer thread."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+class _Close:
+    """Queued by close(): the writer thread finishes what is before it and stops."""
+
+
+_CLOSE = _Close()
+
+
+def _run_job(job: _Job, db: sqlite3.Connection) -> tuple[Any, BaseException | None]:
+    try:
+        return job.fn(db), None
+    except Exception as exc:
+        return None, exc
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """On the event loop: a writer-thread result to its caller (unless it gave up)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 _ITEM_COLUMNS = (
     "seq, key, kind, event_type, lane, depends_on, payload, accepted_at, status, attempts, "
     "next_attempt_at, last_error, record_id, delivered_at, parked_at, error_detail, flags"
@@ -246,14 +282,16 @@ class OutboxStore:
         self.path = path
         self._max_group = min(max_group, MAX_GROUP)
         self._max_page_count = max_page_count
-        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-writer")
+        # Every write runs on ONE thread of the store's own (see _writer_main), fed by this queue.
+        self._jobs: queue.SimpleQueue[_Append | _Job | _Close] = queue.SimpleQueue()
+        self._writing = False
+        self._writer: threading.Thread | None = None
+        self._writer_done: asyncio.Future[None] | None = None
         self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-reader")
         # Counting a 100,000-item outbox takes a while: on its own connection, so the sender's
         # reads (on the reader) never queue behind the once-a-second figures.
         self._stats_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-stats")
         self._local = threading.local()
-        self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()  # None: close
-        self._writer_task: asyncio.Task[None] | None = None
         self._closed = True
         self.groups_committed = 0
         self.entries_committed = 0
@@ -262,29 +300,45 @@ class OutboxStore:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        await self._on_writer(self._init_schema)
-        await self._on_reader(lambda db: None)
+        loop = asyncio.get_running_loop()
+        self._writer_done = done = loop.create_future()
+        self._writing = True
+        self._writer = threading.Thread(
+            target=self._writer_main, args=(loop, done), name="outbox-writer", daemon=True
+        )
+        self._writer.start()
+        try:
+            await self._on_writer(self._init_schema)
+            await self._on_reader(lambda db: None)
+        except BaseException:
+            await self._stop_writer()
+            raise
         self._closed = False
-        self._writer_task = asyncio.create_task(self._group_commit_loop(), name="outbox-writer")
 
     async def close(self) -> None:
-        """Finish appends already queued, then close the connections."""
+        """Finish appends and writes already queued, then close the connections."""
         if self._closed:
             return
         self._closed = True
-        if self._writer_task is not None:
-            # Appends queued before the close are still written: their callers wait for an ack.
-            self._queue.put_nowait(None)
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
+        # Appends queued before the close are still written: their callers wait for an ack.
+        await self._stop_writer()
         log.info(
             "outbox: closed; %d appends committed in %d groups",
             self.entries_committed,
             self.groups_committed,
         )
-        for pool in (self._writer_pool, self._reader_pool, self._stats_pool):
+        for pool in (self._reader_pool, self._stats_pool):
             await asyncio.get_running_loop().run_in_executor(pool, self._close_local)
             pool.shutdown(wait=True)
+
+    async def _stop_writer(self) -> None:
+        if self._writing:
+            self._writing = False
+            self._jobs.put(_CLOSE)
+        if self._writer_done is not None:
+            await self._writer_done
+        if self._writer is not None:
+            self._writer.join()  # it has settled its last future: only its return is left
 
     @property
     def is_open(self) -> bool:
@@ -295,55 +349,80 @@ class OutboxStore:
     async def append(self, entry: Entry, *, now: float) -> Appended:
         """Durably append ``entry`` (or find it); returns once it is committed to disk.
 
-        Raises :class:`KeyConflict`, :class:`StorageFull`, :class:`StoreClosed`. The future is
-        shielded: a caller cancelled mid-commit does not cancel the commit of the others.
+        Raises :class:`KeyConflict`, :class:`StorageFull`, :class:`StoreClosed`. A caller
+        cancelled while its entry is queued or being committed gives up only its answer: the
+        writer thread commits the group whatever becomes of its callers' futures.
         """
         if self._closed:
             raise StoreClosed("the outbox is not open")
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Append(entry, now, future))
-        return await asyncio.shield(future)
+        self._jobs.put(_Append(entry, now, future))
+        return await future
 
-    async def _group_commit_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        closing = False
-        while not closing:
-            first = await self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < self._max_group and not self._queue.empty():
-                queued = self._queue.get_nowait()
-                if queued is None:
-                    closing = True
-                    break
-                group.append(queued)
-            try:
-                results = await loop.run_in_executor(
-                    self._writer_pool, self._write_group, [(a.entry, a.now) for a in group]
-                )
-            except Exception as exc:  # the whole group failed and was rolled back
-                error: Exception = exc
-                if isinstance(exc, sqlite3.Error):
-                    error = (
-                        StorageFull(f"outbox storage full: {exc}")
-                        if _is_full(exc)
-                        else OutboxError(f"outbox write failed: {exc}")
-                    )
-                    log.error("outbox: group of %d rolled back: %s", len(group), exc)
-                for pending in group:
-                    if not pending.future.done():
-                        pending.future.set_exception(error)
-                continue
-            self.groups_committed += 1
-            self.entries_committed += len(group)
-            for pending, result in zip(group, results, strict=True):
-                if pending.future.done():
+    def _writer_main(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]) -> None:
+        """The writer thread: every write of this process, in the order it was asked for.
+
+        Appends queued together become one group (one commit). The thread starts the next
+        group as soon as a commit returns, while the event loop answers the last one's
+        callers: one ``call_soon_threadsafe`` per group, no loop round trip between commits.
+        """
+        jobs = self._jobs
+        held: _Append | _Job | _Close | None = None
+        try:
+            while True:
+                job = held if held is not None else jobs.get()
+                held = None
+                if job is _CLOSE:
+                    return
+                if isinstance(job, _Job):
+                    loop.call_soon_threadsafe(_settle, job.future, *_run_job(job, self._db()))
                     continue
-                if isinstance(result, Exception):
-                    pending.future.set_exception(result)
-                else:
-                    pending.future.set_result(result)
+                assert isinstance(job, _Append)
+                group = [job]
+                while len(group) < self._max_group:
+                    try:
+                        queued = jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if not isinstance(queued, _Append):
+                        held = queued  # a write or the close: after this group, in order
+                        break
+                    group.append(queued)
+                loop.call_soon_threadsafe(self._settle_group, group, self._commit_group(group))
+        finally:
+            self._close_local()
+            loop.call_soon_threadsafe(_settle, done, None, None)
+
+    def _commit_group(self, group: Sequence[_Append]) -> list[Appended | Exception] | Exception:
+        """On the writer thread: the group's results, or the error that rolled it all back."""
+        try:
+            return self._write_group([(a.entry, a.now) for a in group])
+        except sqlite3.Error as exc:
+            log.error("outbox: group of %d rolled back: %s", len(group), exc)
+            if _is_full(exc):
+                return StorageFull(f"outbox storage full: {exc}")
+            return OutboxError(f"outbox write failed: {exc}")
+        except Exception as exc:  # the whole group failed and was rolled back
+            return exc
+
+    def _settle_group(
+        self, group: Sequence[_Append], outcome: list[Appended | Exception] | Exception
+    ) -> None:
+        """On the event loop: answer the group's callers."""
+        if isinstance(outcome, Exception):
+            for pending in group:
+                if not pending.future.done():
+                    pending.future.set_exception(outcome)
+            return
+        self.groups_committed += 1
+        self.entries_committed += len(group)
+        for pending, result in zip(group, outcome, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(result, Exception):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
 
     def _write_group(self, group: Sequence[tuple[Entry, float]]) -> list[Appended | Exception]:
         """Steps 1-3 for one group, as ONE autocommitted statement: SQLite runs the insert and
@@ -691,9 +770,11 @@ class OutboxStore:
             )
 
     async def _on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._writer_pool, lambda: fn(self._db())
-        )
+        if not self._writing:
+            raise StoreClosed("the outbox is not open")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.put(_Job(fn, future))
+        return await future
 
     async def _on_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(
@@ -711,8 +792,8 @@ class OutboxStore:
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """One write transaction on the writer thread. ``fn`` must not return a cursor or any
-        other sqlite3 object: it would be finalized on another thread."""
-        """One write transaction on the writer thread (serialised with the group commits)."""
+        other sqlite3 object: it would be finalized on another thread. Serialised with the
+        group commits."""
 
         def run(db: sqlite3.Connection) -> T:
             db.execute("BEGIN IMMEDIATE")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,8 +16,10 @@ from edge.outbox.store import (
     Appended,
     Entry,
     KeyConflict,
+    OutboxError,
     OutboxStore,
     StorageFull,
+    StoreClosed,
     UnknownItem,
 )
 
@@ -99,20 +104,38 @@ async def test_concurrent_appends_share_commits(store: OutboxStore) -> None:
     assert store.groups_committed < 100
 
 
+@contextlib.contextmanager
+def writer_wedged(path: Path) -> Iterator[None]:
+    """Another process holds the outbox's write lock: the store's writer thread waits for it
+    (SQLite's busy timeout) in whatever write it is running, and the appends queued behind
+    that write meanwhile become one group once the lock is released."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            other.execute("COMMIT")
+
+
 async def test_a_resend_racing_its_original_into_one_group_is_one_row(
     store: OutboxStore,
 ) -> None:
     """A register that re-sends before its first ack: both copies can land in the same commit
     group. One row, both callers get its sequence number, only the first is new; the same id
     with other content in that group is a conflict; sequence numbers follow arrival order."""
-    results = await asyncio.gather(
-        store.append(entry("t-1"), now=T0),
-        store.append(entry("t-2"), now=T0),
-        store.append(entry("t-1"), now=T0),
-        store.append(entry("t-2", "different"), now=T0),
-        store.append(entry("t-3"), now=T0),
-        return_exceptions=True,
-    )
+    with writer_wedged(store.path):
+        wedge = asyncio.create_task(store.mark_retry([]))  # a write the writer waits in
+        appends = asyncio.gather(
+            store.append(entry("t-1"), now=T0),
+            store.append(entry("t-2"), now=T0),
+            store.append(entry("t-1"), now=T0),
+            store.append(entry("t-2", "different"), now=T0),
+            store.append(entry("t-3"), now=T0),
+            return_exceptions=True,
+        )
+        await asyncio.sleep(0)  # the five appends are queued behind the wedged write
+    await wedge
+    results = await appends
     assert store.groups_committed == 1
     first, second, resend, conflict, third = results
     assert isinstance(first, Appended)
@@ -258,6 +281,56 @@ async def test_prune_removes_only_old_delivered(store: OutboxStore) -> None:
     await store.mark_delivered([(new.seq, "r2")], now=T0 + 86400)
     assert await store.prune_delivered(older_than=T0 + 3600) == 1
     assert [k for _, k, _ in rows(store.path)] == ["new", "pending"]
+
+
+async def test_a_cancelled_caller_leaves_its_group_committed(store: OutboxStore) -> None:
+    """A lane that gives up waiting (its request timed out) does not take the sales of the
+    lanes sharing its commit with it, nor its own: the entry is on disk, and its re-send gets
+    the original sequence number."""
+    with writer_wedged(store.path):
+        wedge = asyncio.create_task(store.mark_retry([]))
+        given_up = asyncio.create_task(store.append(entry("t-1"), now=T0))
+        other = asyncio.create_task(store.append(entry("t-2"), now=T0))
+        await asyncio.sleep(0)
+        given_up.cancel()
+        await asyncio.sleep(0)
+    await wedge
+    assert given_up.cancelled()
+    second = await other
+    resent = await store.append(entry("t-1"), now=T0 + 5)
+    assert resent.duplicate
+    assert resent.seq < second.seq
+    assert [key for _, key, _ in rows(store.path)] == ["t-1", "t-2"]
+
+
+async def test_writes_after_close_are_refused(tmp_path: Path) -> None:
+    """Once closed, the store refuses appends and bookkeeping alike with the retryable
+    StoreClosed (the intake answers UNAVAILABLE) instead of leaving a caller waiting."""
+    s = OutboxStore(tmp_path / "outbox.db")
+    await s.open()
+    seq = (await s.append(entry("t-1"), now=T0)).seq
+    await s.close()
+    with pytest.raises(StoreClosed):
+        await s.append(entry("t-2"), now=T0)
+    with pytest.raises(StoreClosed):
+        await s.mark_delivered([(seq, "r-1")], now=T0)
+    assert rows(tmp_path / "outbox.db") == [(seq, "t-1", "pending")]
+
+
+async def test_a_failed_open_stops_its_writer(tmp_path: Path) -> None:
+    """An outbox file from a newer hub is refused at open (no downgrade), and the refused
+    store leaves no writer thread behind."""
+    path = tmp_path / "outbox.db"
+    s = OutboxStore(path)
+    await s.open()
+    await s.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE name = 'schema_version'")
+    before = {t.name for t in threading.enumerate()}
+    newer = OutboxStore(path)
+    with pytest.raises(OutboxError, match="downgrade refused"):
+        await newer.open()
+    assert "outbox-writer" not in {t.name for t in threading.enumerate()} - before
 
 
 async def test_close_finishes_queued_appends(tmp_path: Path) -> None:

@@ -143,6 +143,17 @@ async def test_accepts_a_batch_and_a_resend_is_a_duplicate_of_the_same_record(
     assert len({r["record_id"] for r in first.results}) == 2
 
 
+async def test_the_ledger_keeps_each_event_exactly_as_received(hq: Client) -> None:
+    """What a test reads back from HQ's ledger is what the hub sent, JSON's corners included:
+    a 30-digit integer, a float, and a lone surrogate escape (valid JSON, not UTF-8)."""
+    sent = event("txn-odd", data={"n": 10**30, "f": 0.1, "s": "\ud800 caf\u00e9"})
+    assert (await hq.post([sent])).status == 200
+    sim = hq.server.sim
+    assert sim.committed["txn-odd"] == sent
+    assert list(sim.committed) == ["txn-odd"]
+    assert sim.committed.keys() == {"txn-odd"}
+
+
 async def test_an_id_twice_in_one_batch_is_recorded_once(hq: Client) -> None:
     """Idempotency by id holds inside a batch too."""
     answer = await hq.post([event("txn-1"), event("txn-1")])

@@ -411,18 +411,15 @@ class OutboxStore:
         """On the event loop: answer the group's callers."""
         if isinstance(outcome, Exception):
             for pending in group:
-                if not pending.future.done():
-                    pending.future.set_exception(outcome)
+                _settle(pending.future, None, outcome)
             return
         self.groups_committed += 1
         self.entries_committed += len(group)
         for pending, result in zip(group, outcome, strict=True):
-            if pending.future.done():
-                continue
             if isinstance(result, Exception):
-                pending.future.set_exception(result)
+                _settle(pending.future, None, result)
             else:
-                pending.future.set_result(result)
+                _settle(pending.future, result, None)
 
     def _write_group(self, group: Sequence[tuple[Entry, float]]) -> list[Appended | Exception]:
         """Steps 1-3 for one group, as ONE autocommitted statement: SQLite runs the insert and

@@ -7,17 +7,19 @@
 ``POST /api/v1/outbox/items/{key}/park``        {"actor", "reason"}: hold a pending item
 ``POST /api/v1/outbox/retry-parked``            {"actor", "reason"}: re-queue every parked item
 
-Errors are JSON ``{"error": {"code", "message"}}`` with 400 (bad input), 404 (unknown item)
-or 409 (item not in the state the action needs).
+Errors are JSON ``{"error": {"code", "message"}}`` with 400 (bad input), 404 (unknown item),
+409 (item not in the state the action needs) or 503 ``UNAVAILABLE`` with Retry-After (the
+outbox is closed: the hub is starting or stopping; nothing was done, ask again).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from edge.outbox.store import Item, Status, UnknownItem
+from edge.outbox.store import Item, Status, StoreClosed, UnknownItem
 
 MAX_REASON = 500
 
@@ -54,8 +56,22 @@ def item_json(item: Item) -> dict[str, Any]:
     }
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
+
+
+@web.middleware
+async def _while_closed(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The outbox refuses work while the hub starts or stops: a 503 the CLI and the console
+    show as such (and can retry), not a 500 that reads like a bug."""
+    try:
+        return await handler(request)
+    except StoreClosed as exc:
+        return _error(503, "UNAVAILABLE", str(exc), **{"Retry-After": "5"})
 
 
 async def _action_body(request: web.Request) -> tuple[str, str] | web.Response:
@@ -132,6 +148,7 @@ async def retry_parked(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application, operations: OutboxOperations) -> None:
     app[OUTBOX] = operations
+    app.middlewares.append(_while_closed)
     app.router.add_get("/api/v1/outbox", get_status)
     app.router.add_get("/api/v1/outbox/items", list_items)
     app.router.add_get("/api/v1/outbox/items/{key}", get_item)

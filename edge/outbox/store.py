@@ -284,7 +284,7 @@ class OutboxStore:
         self._max_page_count = max_page_count
         # Every write runs on ONE thread of the store's own (see _writer_main), fed by this queue.
         self._jobs: queue.SimpleQueue[_Append | _Job | _Close] = queue.SimpleQueue()
-        self._writing = False
+        self._accepting = False  # from open() until close(): reads and writes are taken
         self._writer: threading.Thread | None = None
         self._writer_done: asyncio.Future[None] | None = None
         self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-reader")
@@ -302,7 +302,7 @@ class OutboxStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         self._writer_done = done = loop.create_future()
-        self._writing = True
+        self._accepting = True
         self._writer = threading.Thread(
             target=self._writer_main, args=(loop, done), name="outbox-writer", daemon=True
         )
@@ -332,8 +332,8 @@ class OutboxStore:
             pool.shutdown(wait=True)
 
     async def _stop_writer(self) -> None:
-        if self._writing:
-            self._writing = False
+        if self._accepting:
+            self._accepting = False
             self._jobs.put(_CLOSE)
         if self._writer_done is not None:
             await self._writer_done
@@ -354,7 +354,7 @@ class OutboxStore:
         writer thread commits the group whatever becomes of its callers' futures.
         """
         if self._closed:
-            raise StoreClosed("the outbox is not open")
+            raise StoreClosed("the outbox is not open (the hub is starting or stopping)")
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
         self._jobs.put(_Append(entry, now, future))
         return await future
@@ -708,9 +708,7 @@ class OutboxStore:
                 db_bytes=pages * size + self._wal_size(),
             )
 
-        return await asyncio.get_running_loop().run_in_executor(
-            self._stats_pool, lambda: query(self._db())
-        )
+        return await self._on_pool(self._stats_pool, query)
 
     async def prune_delivered(self, *, older_than: float) -> int:
         """Delete delivered items delivered before ``older_than``; returns how many."""
@@ -766,17 +764,24 @@ class OutboxStore:
                 f"({SCHEMA_VERSION}): downgrade refused"
             )
 
+    def _check_accepting(self) -> None:
+        """Closed (or closing): refuse at once, retryable, instead of queueing work that no
+        thread will run (the console answers 503 with it)."""
+        if not self._accepting:
+            raise StoreClosed("the outbox is not open (the hub is starting or stopping)")
+
     async def _on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if not self._writing:
-            raise StoreClosed("the outbox is not open")
+        self._check_accepting()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._jobs.put(_Job(fn, future))
         return await future
 
     async def _on_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._reader_pool, lambda: fn(self._db())
-        )
+        return await self._on_pool(self._reader_pool, fn)
+
+    async def _on_pool(self, pool: ThreadPoolExecutor, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_accepting()
+        return await asyncio.get_running_loop().run_in_executor(pool, lambda: fn(self._db()))
 
     async def _execute_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
         def run(db: sqlite3.Connection) -> None:

@@ -304,8 +304,9 @@ async def test_a_cancelled_caller_leaves_its_group_committed(store: OutboxStore)
 
 
 async def test_writes_after_close_are_refused(tmp_path: Path) -> None:
-    """Once closed, the store refuses appends and bookkeeping alike with the retryable
-    StoreClosed (the intake answers UNAVAILABLE) instead of leaving a caller waiting."""
+    """Once closed, the store refuses appends, bookkeeping and reads alike with the retryable
+    StoreClosed (the intake answers UNAVAILABLE, the console 503) instead of leaving a caller
+    waiting or failing on a thread pool that has shut down."""
     s = OutboxStore(tmp_path / "outbox.db")
     await s.open()
     seq = (await s.append(entry("t-1"), now=T0)).seq
@@ -314,6 +315,10 @@ async def test_writes_after_close_are_refused(tmp_path: Path) -> None:
         await s.append(entry("t-2"), now=T0)
     with pytest.raises(StoreClosed):
         await s.mark_delivered([(seq, "r-1")], now=T0)
+    with pytest.raises(StoreClosed):
+        await s.get("t-1")
+    with pytest.raises(StoreClosed):
+        await s.stats()
     assert rows(tmp_path / "outbox.db") == [(seq, "t-1", "pending")]
 
 

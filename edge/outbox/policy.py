@@ -21,9 +21,9 @@ failures (``connection``, ``timeout``) count towards opening it, and only when t
 row; any other answer (delivered, rejected, throttled, a 5xx) proves the WAN is up and resets the
 count. While open, nothing is sent; after a cooldown the breaker lets exactly one single-item
 batch through as a probe (half-open). The probe's success closes it; its failure re-opens it with
-the cooldown doubled, up to a cap. When it closes, items whose backoff grew during the outage
-are released at once (:func:`backoff_to_release`), so the backlog starts draining within one
-round trip of the first good probe instead of waiting out timers.
+the cooldown doubled, up to a cap. When it closes, the sender makes every pending item still
+backing off due at once (``OutboxStore.release_backoff``), so the backlog starts draining within
+one round trip of the first good probe instead of waiting out timers.
 
 Ordering is per dependency, never global: an item waits while something it depends on (its
 original sale, its customer record) is pending or in flight, and is blocked, saying so, while
@@ -35,7 +35,7 @@ wait behind a parked or slow one.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
@@ -126,11 +126,6 @@ def apply_outcome(
     if outcome.retry_after is not None:
         delay = max(delay, outcome.retry_after)
     return replace(item, attempts=attempts, next_attempt_at=now + delay, last_error=outcome.reason)
-
-
-def backoff_to_release(items: Iterable[ItemState], now: float) -> list[int]:
-    """Pending items still backing off: made due at once when the WAN comes back."""
-    return [i.seq for i in items if i.status == "pending" and i.next_attempt_at > now]
 
 
 # -- the WAN circuit breaker ------------------------------------------------------------------

@@ -559,12 +559,21 @@ class OutboxStore:
 
         await self._write(write)
 
-    async def release_backoff(self, seqs: Sequence[int], *, now: float) -> None:
-        """Make these pending items due now (the WAN came back)."""
-        await self._execute_many(
-            "UPDATE items SET next_attempt_at = ? WHERE seq = ? AND status = 'pending'",
-            [(now, seq) for seq in seqs],
-        )
+    async def release_backoff(self, *, now: float, limit: int) -> int:
+        """Make pending items still backing off due ``now`` (the WAN came back), at most
+        ``limit`` of them, soonest due first; returns how many. They are found through the
+        pending-by-due index, so a write costs what it releases, not the size of the backlog.
+        Call again until it returns less than ``limit``: new sales commit in between."""
+
+        def write(db: sqlite3.Connection) -> int:
+            return db.execute(
+                "UPDATE items SET next_attempt_at = ? WHERE seq IN (SELECT seq FROM items"
+                " INDEXED BY items_due WHERE status = 'pending' AND next_attempt_at > ?"
+                " ORDER BY next_attempt_at, seq LIMIT ?)",
+                (now, now, limit),
+            ).rowcount
+
+        return await self._write(write)
 
     # -- operators -----------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ from edge.outbox.policy import (
     RetryLater,
     RetrySchedule,
     apply_outcome,
-    backoff_to_release,
     plan,
 )
 
@@ -166,11 +165,6 @@ def test_open_breaker_and_throttle_send_nothing_half_open_one_item() -> None:
     assert throttled.batches == []
     assert throttled.blocked is not None
     assert "throttled" in throttled.blocked
-
-
-def test_backoff_release_when_wan_returns() -> None:
-    items = [item(1, at=50.0), item(2, at=900.0), item(3, at=400.0)]
-    assert backoff_to_release(items, 100.0) == [2, 3]
 
 
 @given(

@@ -225,6 +225,39 @@ async def test_due_respects_backoff_and_order(store: OutboxStore) -> None:
     assert await store.next_due_at() == T0
 
 
+async def test_release_backoff_makes_only_waiting_pending_items_due_in_short_writes(
+    store: OutboxStore,
+) -> None:
+    """The WAN is back: every pending item still backing off becomes due now, in writes of at
+    most ``limit`` (new sales commit in between); due, parked and delivered items are left as
+    they are."""
+    seqs = {k: (await store.append(entry(k), now=T0)).seq for k in ("a", "b", "c", "d", "p", "x")}
+    now = T0 + 10
+    await store.mark_retry(
+        [(seqs[k], 3, T0 + 600 + i, "connection refused") for i, k in enumerate("abc")]
+    )
+    await store.mark_retry([(seqs["p"], 3, T0 + 600, "connection refused")])
+    await store.mark_parked([(seqs["p"], "REJECTED", None)], now=now)
+    await store.mark_delivered([(seqs["x"], "rec-1")], now=now)
+    assert [i.key for i in await store.due(now, 10)] == ["d"]
+
+    assert await store.release_backoff(now=now, limit=2) == 2
+    assert [i.key for i in await store.due(now, 10)] == ["a", "b", "d"]  # soonest due first
+    assert await store.release_backoff(now=now, limit=2) == 1
+    assert await store.release_backoff(now=now, limit=2) == 0
+    due = await store.due(now, 10)
+    assert [(i.key, i.next_attempt_at) for i in due] == [
+        ("a", now),
+        ("b", now),
+        ("c", now),
+        ("d", T0),
+    ]
+    assert [i.attempts for i in due] == [3, 3, 3, 0]  # the attempts so far are kept
+    parked = await store.get("p")
+    assert parked is not None
+    assert (parked.status, parked.next_attempt_at) == ("parked", T0 + 600)
+
+
 async def test_outcomes_are_recorded(store: OutboxStore) -> None:
     a = await store.append(entry("a"), now=T0)
     b = await store.append(entry("b"), now=T0)

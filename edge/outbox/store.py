@@ -353,8 +353,7 @@ class OutboxStore:
         cancelled while its entry is queued or being committed gives up only its answer: the
         writer thread commits the group whatever becomes of its callers' futures.
         """
-        if self._closed:
-            raise StoreClosed("the outbox is not open (the hub is starting or stopping)")
+        self._check_accepting()
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
         self._jobs.put(_Append(entry, now, future))
         return await future

@@ -11,7 +11,43 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+PIPED_WIDTH = 200
+"""Columns of human output written to a pipe or a file: whole rows in a ticket or a grep."""
+
+
+def output_console() -> Console:
+    """Where a command prints for a human: the terminal at its width, or 200 columns when the
+    output is piped or captured (rich would otherwise assume 80 and cut the ids). No markup:
+    the text shown comes from registers and the cloud, and ``[...]`` in it is literal."""
+    console = Console(highlight=False, markup=False, soft_wrap=True)
+    if console.is_terminal:
+        return console
+    return Console(highlight=False, markup=False, soft_wrap=True, width=PIPED_WIDTH)
+
+
+def print_table(console: Console, table: Table) -> None:
+    """``table`` when its unbroken columns fit the console; in a narrower terminal, one block
+    per row instead ("column: value" lines): an id the technician copies into a command is
+    never cut to fit (rich would end it with an ellipsis)."""
+    needed = Measurement.get(console, console.options.update_width(10_000), table).minimum
+    if needed <= console.width:
+        console.print(table)
+        return
+    if table.title:
+        console.print(table.title)
+    headers = [str(column.header) for column in table.columns]
+    rows = zip(*(list(column.cells) for column in table.columns), strict=True)
+    for row in rows:
+        console.print()
+        for header, cell in zip(headers, row, strict=True):
+            console.print(f"{header}: {cell}")
 
 
 class Unreachable(Exception):

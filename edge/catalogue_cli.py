@@ -27,6 +27,8 @@ from edge.api_client import (
     Unreachable,
     age,
     call,
+    output_console,
+    print_table,
 )
 
 
@@ -50,7 +52,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run_catalogue_command(base: str, args: argparse.Namespace) -> int:
-    console = Console(highlight=False, soft_wrap=True)
+    console = output_console()
     api = f"{base}/api/v1/catalogue"
     command = args.catalogue_command
     timeout = args.timeout
@@ -127,7 +129,7 @@ def _status(console: Console, body: dict[str, Any]) -> None:
             f"{age(row['idle_s'])} ago", row["last_mode"],
         )  # fmt: skip
     if body["registers"]["all"]:
-        console.print(table)
+        print_table(console, table)
     else:
         console.print(table.title)
     for entry in body["quarantine"]:

@@ -23,10 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from rich.console import Console
 from rich.table import Table
 
-from edge.api_client import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, Unreachable, call, when
+from edge.api_client import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_USAGE,
+    Unreachable,
+    call,
+    output_console,
+    print_table,
+    when,
+)
 from edge.relay.profiles import DEFAULT_DIR, Profile, ProfileError, drawer_kick, load_profiles
 from edge.security.identity import IdentityError, initialize
 from edge.security.pki import ROLES
@@ -97,9 +105,7 @@ def run_profiles(settings: Settings, args: argparse.Namespace) -> int:
         table.add_row(
             model, row["vendor"], row["kind"], row["protocol"], row["key"], Path(row["file"]).name
         )
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)  # piped or captured: one profile per line
+    console = output_console()
     console.print(f"{len(rows)} device profiles in {directory}")
     console.print(table)
     return EXIT_OK
@@ -255,9 +261,7 @@ def _list(base_url: str, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"devices": enrolled, "peripherals": peripherals}))
         return EXIT_OK
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)  # piped or captured: one device per line
+    console = output_console()
     if initialized:
         table = Table("device", "role", "lane", "state", "enrolled", "certificate until")
         for d in enrolled:
@@ -269,7 +273,7 @@ def _list(base_url: str, args: argparse.Namespace) -> int:
                 when(d["enrolled_at"]),
                 when(d["not_after"]),
             )
-        console.print(table)
+        print_table(console, table)
     else:
         console.print("no enrolled devices: the hub has no identity yet (`edge init`)")
     if peripherals:

@@ -23,6 +23,8 @@ from edge.api_client import (
     Unreachable,
     age,
     call,
+    output_console,
+    print_table,
     when,
 )
 
@@ -45,7 +47,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run_lanes_command(base: str, args: argparse.Namespace) -> int:
-    console = Console(highlight=False, soft_wrap=True)
+    console = output_console()
     api = f"{base}/api/v1/lanes"
     command = args.lanes_command
     try:
@@ -92,7 +94,7 @@ def _table(console: Console, body: dict[str, Any]) -> None:
             lane["address"] or "-", lane["software"] or "-",
             "; ".join(f"{a['level']}: {a['message']}" for a in lane["alerts"]),
         )  # fmt: skip
-    console.print(table)
+    print_table(console, table)
 
 
 def _one(console: Console, lane: dict[str, Any]) -> None:

@@ -22,10 +22,16 @@ import sys
 from typing import Any
 
 import msgspec
-from rich.console import Console
 from rich.table import Table
 
-from edge.api_client import EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE
+from edge.api_client import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    output_console,
+    print_table,
+)
 from edge.settings import Settings
 
 
@@ -120,7 +126,7 @@ async def _reconcile(
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK if result.clean else EXIT_PROBLEM
-    console = Console(highlight=False, soft_wrap=True)
+    console = output_console()
     day = report["store"]
     counts = ", ".join(f"{n} {kind}" for kind, n in day["transactions"].items()) or "none"
     console.print(f"store {result.store_id}, {result.day}: {counts}")
@@ -138,7 +144,7 @@ async def _reconcile(
         table.add_row(
             d["kind"], d["external_id"], d["detail"], d["expected"] or "-", d["netsuite"] or "-"
         )
-    console.print(table)
+    print_table(console, table)
     by_kind = ", ".join(f"{n} {k}" for k, n in report["differences_by_kind"].items())
     console.print(f"{len(result.differences)} difference(s): {by_kind}")
     return EXIT_PROBLEM
@@ -171,7 +177,7 @@ async def _journal(settings: Settings, store: Any, connector: Any, args: argpars
         print(msgspec.json.format(encoded, indent=2).decode())
         return EXIT_OK
     printable = json.loads(encoded, parse_float=str, parse_int=str)
-    console = Console(highlight=False, soft_wrap=True)
+    console = output_console()
     journal = printable["journal"]
     table = Table("account", "debit", "credit", "memo", title=journal["externalId"])
     for line in journal["line"]["items"]:

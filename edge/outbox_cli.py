@@ -28,12 +28,14 @@ from edge.api_client import (
     Unreachable,
     age,
     call,
+    output_console,
+    print_table,
     when,
 )
 
 
 def run_outbox_command(base: str, args: argparse.Namespace) -> int:
-    console = Console(highlight=False, soft_wrap=True)
+    console = output_console()
     api = f"{base}/api/v1/outbox"
     if args.outbox_command == "drain":
         return _drain(console, api, args)
@@ -110,11 +112,14 @@ def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
                 str(item["seq"]), item["key"], item["kind"], item["lane"],
                 when(item["accepted_at"]), str(item["attempts"]), item["last_error"] or "",
             )  # fmt: skip
-        console.print(table)
+        print_table(console, table)
     elif command == "retry" and "retried" in body:
         console.print(f"re-queued {body['retried']} parked item(s)")
     else:
-        console.print(f"{body['key']}: now {body['status']} (at {time.strftime('%H:%M:%S')})")
+        console.print(
+            f"{body['key']} (seq {body['seq']}): now {body['status']}"
+            f" (at {time.strftime('%H:%M:%S')})"
+        )
 
 
 def _drain(console: Console, api: str, args: argparse.Namespace) -> int:

@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import fcntl
 import json
 import os
 import random
+import re
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -339,6 +343,53 @@ async def test_outbox_cli_human_and_json(tmp_path: Path, broker: MosquittoProces
         ("park", "ana", "training till"),
         ("retry", "ana", "wrong till"),
     ]
+
+
+async def in_terminal(columns: int, *argv: str) -> str:
+    """Run a command on a pseudo-terminal ``columns`` wide, as a technician's SSH session is;
+    what it wrote, with the terminal's CRLF and the ANSI styles taken out."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdin=slave, stdout=slave, stderr=slave, env=env | {"TERM": "xterm-256color"}
+    )
+    os.close(slave)
+
+    def read_until_closed() -> bytes:
+        chunks = []
+        with contextlib.suppress(OSError):  # EIO once the command has closed the terminal
+            while chunk := os.read(master, 65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        out = await asyncio.get_running_loop().run_in_executor(None, read_until_closed)
+        assert await process.wait() == 0, out
+    finally:
+        os.close(master)
+    return re.sub(r"\x1b\[[0-9;]*m", "", out.decode()).replace("\r\n", "\n")
+
+
+async def test_outbox_list_shows_whole_txn_ids_in_a_narrow_terminal_and_in_a_pipe(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """Ids are copied into commands: `edge outbox list` never cuts one. A terminal too narrow
+    for the table gets one block per item; a wide one the table; a pipe the table too."""
+    long_id = "s1-lane-1-20261124T070000-" + "0123456789" * 3  # 56 characters
+    async with run_hub(outbox_settings(tmp_path, broker)) as hub, lane_client(broker.port) as lane:
+        assert (await lane.request(SUBMIT, sale(60, txn_id=long_id))).ok
+        command = (EDGE, "outbox", "--url", hub.http.url, "list")
+        narrow = await in_terminal(80, *command)
+        wide = await in_terminal(160, *command)
+        piped = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+        pipe_out = (await piped.communicate())[0].decode()
+    assert f"txn id: {long_id}\n" in narrow
+    assert "seq: 1\n" in narrow
+    for table in (wide, pipe_out):
+        assert "┃ seq ┃ txn id" in table
+        assert f" {long_id} " in table
+    assert "…" not in narrow + wide + pipe_out
 
 
 async def test_outbox_drain_shows_the_backlog_going_out(

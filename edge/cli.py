@@ -28,6 +28,9 @@ from edge.settings import Settings, SettingsError, load_settings, redacted
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_FAILED = 0, 1, 2, 3, 4
 
 
+ITEM_REF_HELP = "the transaction id, or the seq number `edge outbox list` shows"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge", description="store-edge hub")
     parser.add_argument(
@@ -82,9 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--delivered", action="store_true")
     ob_list.add_argument("--limit", type=int, default=50)
     ob_list.add_argument("--json", action="store_true")
-    ob_retry = outbox_sub.add_parser("retry", help="re-queue a parked item after fixing it")
+    ob_retry = outbox_sub.add_parser(
+        "retry",
+        help="re-queue a parked item after fixing it, or post a delivered one again (its "
+        "record was deleted in the cloud)",
+    )
     target = ob_retry.add_mutually_exclusive_group(required=True)
-    target.add_argument("key", nargs="?", help="transaction id")
+    target.add_argument("key", nargs="?", help=ITEM_REF_HELP)
     target.add_argument("--all-parked", action="store_true")
     ob_retry.add_argument("--reason", default="retried by technician")
     ob_retry.add_argument("--actor", default=None, help="who (default: your login)")
@@ -96,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     ob_drain.add_argument("--every", type=float, default=0.5, help="refresh every S seconds")
     ob_drain.add_argument("--json", action="store_true")
     ob_park = outbox_sub.add_parser("park", help="hold a pending item out of delivery")
-    ob_park.add_argument("key", help="transaction id")
+    ob_park.add_argument("key", help=ITEM_REF_HELP)
     ob_park.add_argument("--reason", required=True)
     ob_park.add_argument("--actor", default=None, help="who (default: your login)")
     ob_park.add_argument("--json", action="store_true")

@@ -2,14 +2,18 @@
 
 ``GET  /api/v1/outbox``                         figures: depth, oldest age, breaker, disk
 ``GET  /api/v1/outbox/items?status=parked``     items (pending|parked|delivered), paged by seq
-``GET  /api/v1/outbox/items/{key}``             one item, with its audit trail
-``POST /api/v1/outbox/items/{key}/retry``       {"actor", "reason"}: re-queue a parked item
-``POST /api/v1/outbox/items/{key}/park``        {"actor", "reason"}: hold a pending item
+``GET  /api/v1/outbox/items/{ref}``             one item, with its audit trail
+``POST /api/v1/outbox/items/{ref}/retry``       {"actor", "reason"}: re-queue a parked item, or
+                                                 post a delivered one again
+``POST /api/v1/outbox/items/{ref}/park``        {"actor", "reason"}: hold a pending item
 ``POST /api/v1/outbox/retry-parked``            {"actor", "reason"}: re-queue every parked item
 
-Errors are JSON ``{"error": {"code", "message"}}`` with 400 (bad input), 404 (unknown item),
-409 (item not in the state the action needs) or 503 ``UNAVAILABLE`` with Retry-After (the
-outbox is closed: the hub is starting or stopping; nothing was done, ask again).
+``ref`` is the item's txn id, or its seq when no item has that txn id.
+
+Errors are JSON ``{"error": {"code", "message"}}`` with 400 (bad input), 404 ``UNKNOWN_ITEM``,
+409 ``WRONG_STATE`` (the item is not in a state the action applies to) or 503 ``UNAVAILABLE``
+with Retry-After (the outbox is closed: the hub is starting or stopping; nothing was done, ask
+again).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from edge.outbox.store import Item, Status, StoreClosed, UnknownItem
+from edge.outbox.store import Item, Status, StoreClosed, UnknownItem, WrongState
 
 MAX_REASON = 500
 
@@ -27,9 +31,9 @@ MAX_REASON = 500
 class OutboxOperations(Protocol):
     async def status(self) -> dict[str, Any]: ...
     async def items(self, status: Status, limit: int, after_seq: int) -> list[Item]: ...
-    async def item(self, key: str) -> tuple[Item, list[dict[str, Any]]] | None: ...
-    async def retry(self, key: str, actor: str, reason: str) -> Item: ...
-    async def park(self, key: str, actor: str, reason: str) -> Item: ...
+    async def item(self, ref: str) -> tuple[Item, list[dict[str, Any]]] | None: ...
+    async def retry(self, ref: str, actor: str, reason: str) -> Item: ...
+    async def park(self, ref: str, actor: str, reason: str) -> Item: ...
     async def retry_all_parked(self, actor: str, reason: str) -> int: ...
 
 
@@ -107,9 +111,9 @@ async def list_items(request: web.Request) -> web.Response:
 
 
 async def get_item(request: web.Request) -> web.Response:
-    found = await request.app[OUTBOX].item(request.match_info["key"])
+    found = await request.app[OUTBOX].item(request.match_info["ref"])
     if found is None:
-        return _error(404, "UNKNOWN_ITEM", f"no outbox item {request.match_info['key']!r}")
+        return _error(404, "UNKNOWN_ITEM", f"no outbox item {request.match_info['ref']!r}")
     item, audit = found
     return web.json_response({**item_json(item), "audit": audit})
 
@@ -119,13 +123,14 @@ async def _act(request: web.Request, action: str) -> web.Response:
     if isinstance(parsed, web.Response):
         return parsed
     actor, reason = parsed
-    key = request.match_info["key"]
     ops = request.app[OUTBOX]
-    if await ops.item(key) is None:
-        return _error(404, "UNKNOWN_ITEM", f"no outbox item {key!r}")
     try:
-        item = await (ops.retry if action == "retry" else ops.park)(key, actor, reason)
+        item = await (ops.retry if action == "retry" else ops.park)(
+            request.match_info["ref"], actor, reason
+        )
     except UnknownItem as exc:
+        return _error(404, "UNKNOWN_ITEM", str(exc))
+    except WrongState as exc:
         return _error(409, "WRONG_STATE", str(exc))
     return web.json_response(item_json(item))
 
@@ -151,7 +156,7 @@ def add_routes(app: web.Application, operations: OutboxOperations) -> None:
     app.middlewares.append(_while_closed)
     app.router.add_get("/api/v1/outbox", get_status)
     app.router.add_get("/api/v1/outbox/items", list_items)
-    app.router.add_get("/api/v1/outbox/items/{key}", get_item)
-    app.router.add_post("/api/v1/outbox/items/{key}/retry", retry_item)
-    app.router.add_post("/api/v1/outbox/items/{key}/park", park_item)
+    app.router.add_get("/api/v1/outbox/items/{ref}", get_item)
+    app.router.add_post("/api/v1/outbox/items/{ref}/retry", retry_item)
+    app.router.add_post("/api/v1/outbox/items/{ref}/park", park_item)
     app.router.add_post("/api/v1/outbox/retry-parked", retry_parked)

@@ -42,7 +42,7 @@ from edge.hq.link import HqLink
 from edge.lanes.registry import LaneRegistry
 from edge.logs import LEVELS, RecentLogs
 from edge.outbox.service import OutboxService
-from edge.outbox.store import UnknownItem
+from edge.outbox.store import UnknownItem, WrongState
 from edge.relay.displays import Displays
 from edge.relay.identify import Observation, suggest, suggestion_json
 from edge.relay.printer import NetworkPrinter, PrinterError, UsbPrinter
@@ -236,7 +236,7 @@ async def outbox_action(request: web.Request) -> web.Response:
             await source.outbox.retry(key, actor, reason)
         else:
             await source.outbox.park(key, actor, reason)
-    except UnknownItem as exc:
+    except (UnknownItem, WrongState) as exc:
         raise _back("/outbox", f"{key}: {exc}") from None
     log.info("console: %s %s %s (%s)", actor, action, key, reason)
     raise _back("/outbox", f"{key}: {'re-queued' if action == 'retry' else 'parked'}")

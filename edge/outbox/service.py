@@ -64,19 +64,19 @@ class OutboxService:
     async def items(self, status: Status, limit: int, after_seq: int) -> list[Item]:
         return await self.store.list_items(status, limit=limit, after_seq=after_seq)
 
-    async def item(self, key: str) -> tuple[Item, list[dict[str, Any]]] | None:
-        item = await self.store.get(key)
+    async def item(self, ref: str) -> tuple[Item, list[dict[str, Any]]] | None:
+        item = await self.store.find(ref)
         if item is None:
             return None
-        return item, await self.store.audit_log(key)
+        return item, await self.store.audit_log(item.key)
 
-    async def retry(self, key: str, actor: str, reason: str) -> Item:
-        item = await self.store.retry(key, actor=actor, reason=reason, now=self._clock())
+    async def retry(self, ref: str, actor: str, reason: str) -> Item:
+        item = await self.store.retry(ref, actor=actor, reason=reason, now=self._clock())
         self._wake()
         return item
 
-    async def park(self, key: str, actor: str, reason: str) -> Item:
-        return await self.store.park(key, actor=actor, reason=reason, now=self._clock())
+    async def park(self, ref: str, actor: str, reason: str) -> Item:
+        return await self.store.park(ref, actor=actor, reason=reason, now=self._clock())
 
     async def retry_all_parked(self, actor: str, reason: str) -> int:
         count = await self.store.retry_all_parked(actor=actor, reason=reason, now=self._clock())

@@ -120,7 +120,11 @@ class KeyConflict(OutboxError):
 
 
 class UnknownItem(OutboxError):
-    pass
+    """No item has this txn id, nor (for a number) this seq."""
+
+
+class WrongState(OutboxError):
+    """The item is not in a state the operator's action applies to."""
 
 
 class StoreClosed(OutboxError):
@@ -255,6 +259,18 @@ def _item(row: sqlite3.Row) -> Item:
         accepted_at, status, attempts, next_attempt_at, last_error, record_id, delivered_at,
         parked_at, json.loads(error_detail) if error_detail else None, _json_tuple(flags),
     )  # fmt: skip
+
+
+def _find(db: sqlite3.Connection, ref: str) -> Item | None:
+    """See :meth:`OutboxStore.find` (a txn id may be all digits: the txn id wins)."""
+    seq = int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 18 else None
+    rows = db.execute(
+        f"SELECT {_ITEM_COLUMNS} FROM items WHERE key = ? OR seq = ? LIMIT 2", (ref, seq)
+    ).fetchall()
+    for row in rows:
+        if row["key"] == ref:
+            return _item(row)
+    return _item(rows[0]) if rows else None
 
 
 def _rollback(db: sqlite3.Connection) -> None:
@@ -576,13 +592,15 @@ class OutboxStore:
 
     # -- operators -----------------------------------------------------------------------------
 
-    async def retry(self, key: str, *, actor: str, reason: str, now: float) -> Item:
-        """Re-queue a parked item (after the cause was fixed upstream)."""
-        return await self._operator(key, "retry", actor, reason, now)
+    async def retry(self, ref: str, *, actor: str, reason: str, now: float) -> Item:
+        """Re-queue an item: a parked one (after the cause was fixed upstream), or a delivered
+        one to post it again (the cloud lost or deleted its record; the connectors' upsert by
+        external id and idempotency key keep a second post from making a second record)."""
+        return await self._operator(ref, "retry", actor, reason, now)
 
-    async def park(self, key: str, *, actor: str, reason: str, now: float) -> Item:
+    async def park(self, ref: str, *, actor: str, reason: str, now: float) -> Item:
         """Take a pending item out of delivery until a technician retries it."""
-        return await self._operator(key, "park", actor, reason, now)
+        return await self._operator(ref, "park", actor, reason, now)
 
     async def retry_all_parked(self, *, actor: str, reason: str, now: float) -> int:
         def write(db: sqlite3.Connection) -> int:
@@ -598,31 +616,39 @@ class OutboxStore:
 
         return await self._write(write)
 
-    async def _operator(self, key: str, action: str, actor: str, reason: str, now: float) -> Item:
+    async def _operator(self, ref: str, action: str, actor: str, reason: str, now: float) -> Item:
         def write(db: sqlite3.Connection) -> Item:
-            row = db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                raise UnknownItem(f"no outbox item {key!r}")
-            item = _item(row)
-            if action == "retry":
-                if item.status != "parked":
-                    raise UnknownItem(f"{key!r} is {item.status}, not parked")
-                db.execute(
-                    "UPDATE items SET status = 'pending', next_attempt_at = ?, parked_at = NULL"
-                    " WHERE key = ?",
-                    (now, key),
-                )
-            else:
+            item = _find(db, ref)
+            if item is None:
+                raise UnknownItem(f"no outbox item {ref!r}")
+            key, audited = item.key, action
+            if action == "park":
                 if item.status != "pending":
-                    raise UnknownItem(f"{key!r} is {item.status}, not pending")
+                    raise WrongState(f"{key!r} is {item.status}: only a pending item is parked")
                 db.execute(
                     "UPDATE items SET status = 'parked', parked_at = ?, last_error = ?"
                     " WHERE key = ?",
                     (now, f"parked by {actor}: {reason}", key),
                 )
-            self._audit(db, now, key, action, actor, reason)
-            row = db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE key = ?", (key,)).fetchone()
-            return _item(row)
+            elif item.status == "parked":
+                db.execute(
+                    "UPDATE items SET status = 'pending', next_attempt_at = ?, parked_at = NULL"
+                    " WHERE key = ?",
+                    (now, key),
+                )
+            elif item.status == "delivered":
+                audited = "resend"
+                db.execute(
+                    "UPDATE items SET status = 'pending', next_attempt_at = ?, delivered_at = NULL,"
+                    " record_id = NULL, last_error = ? WHERE key = ?",
+                    (now, f"re-sent by {actor} (was record {item.record_id}): {reason}", key),
+                )
+            else:
+                raise WrongState(f"{key!r} is pending already: the hub is sending it")
+            self._audit(db, now, key, audited, actor, reason)
+            found = _find(db, key)
+            assert found is not None
+            return found
 
         return await self._write(write)
 
@@ -645,6 +671,11 @@ class OutboxStore:
             ).fetchone()
         )
         return None if row is None else _item(row)
+
+    async def find(self, ref: str) -> Item | None:
+        """The item an operator names: by its txn id, or by its seq (the number `edge outbox
+        list` shows first) when no item has ``ref`` as its txn id."""
+        return await self._on_reader(lambda db: _find(db, ref))
 
     async def list_items(
         self, status: Status, *, limit: int = 100, after_seq: int = 0

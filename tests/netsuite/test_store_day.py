@@ -355,3 +355,53 @@ async def test_the_daily_journal_is_posted_balanced_and_reconciles(
     assert (code, after["differences"]) == (0, [])
     store_total = sum(float(t) for t in after["store"]["tenders"].values())
     assert abs(store_total - float(after["store"]["total"])) < 0.005
+
+
+async def test_a_sale_deleted_in_netsuite_is_posted_again_by_the_technician_s_retry(
+    tmp_path: Path, broker: MosquittoProcess, netsuite: NetSuiteServer
+) -> None:
+    """The fix docs/operations.md gives for reconcile's `missing` on a delivered sale: `edge
+    outbox retry` (by the seq `edge outbox list` shows) posts it again; NetSuite then holds it
+    once more and the day reconciles clean. The audit trail says who re-sent it and why."""
+    sim = netsuite.sim
+    raw = settings_raw(tmp_path, broker.port, netsuite.url, sim)
+    config = tmp_path / "edge.toml"
+    config.write_text(toml(raw))
+    sale = golden("sale_cash")
+    eid = external_id(sale["txn_id"])
+    async with run_hub(hub_settings(tmp_path, broker_port=broker.port, **_flat(raw))) as hub:
+        assert hub.outbox is not None
+        store = hub.outbox.store
+        await submit_day(hub, [sale])
+        await outbox_empty(hub)
+        first = await store.get(sale["txn_id"])
+        assert first is not None
+        assert first.status == "delivered"
+        sim.records.delete("cashSale", f"eid:{eid}")  # someone in finance
+        code, report = await reconcile(config)
+        assert (code, [(d["kind"], d["txn_id"]) for d in report["differences"]]) == (
+            1,
+            [("missing", sale["txn_id"])],
+        )
+
+        process = await asyncio.create_subprocess_exec(
+            EDGE, "outbox", "--url", hub.http.url, "retry", str(first.seq),
+            "--reason", "deleted in NetSuite by mistake", "--actor", "ana",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out = (await process.communicate())[0].decode()
+        assert process.returncode == 0, out
+        assert f"{sale['txn_id']} (seq {first.seq}): now pending" in out
+        await outbox_empty(hub)
+        again = await store.get(sale["txn_id"])
+        assert again is not None
+        assert again.status == "delivered"
+        assert again.record_id == f"cashSale:{sim.records.get('cashSale', f'eid:{eid}').id}"
+        assert again.record_id != first.record_id, "a new record: the old one is gone"
+        audit = await store.audit_log(sale["txn_id"])
+        code, report = await reconcile(config)
+    assert [(a["action"], a["actor"], a["reason"]) for a in audit] == [
+        ("resend", "ana", "deleted in NetSuite by mistake")
+    ]
+    assert (code, report["differences"]) == (0, [])
+    assert sim.ledger()[("cashSale", eid.lower())] == 2, "created, deleted, created once more"

@@ -21,6 +21,7 @@ from edge.outbox.store import (
     StorageFull,
     StoreClosed,
     UnknownItem,
+    WrongState,
 )
 
 T0 = 1_800_000_000.0
@@ -292,7 +293,7 @@ async def test_operator_retry_and_park_are_audited(store: OutboxStore) -> None:
     assert (item.status, item.next_attempt_at) == ("pending", T0 + 9)
     parked = await store.park("b", actor="tech:ana", reason="duplicate till", now=T0 + 10)
     assert parked.status == "parked"
-    with pytest.raises(UnknownItem):
+    with pytest.raises(WrongState, match="pending already"):
         await store.retry("a", actor="tech:ana", reason="again", now=T0)
     with pytest.raises(UnknownItem):
         await store.park("nope", actor="tech:ana", reason="x", now=T0)
@@ -303,6 +304,44 @@ async def test_operator_retry_and_park_are_audited(store: OutboxStore) -> None:
         ("a", "retry", "tech:ana"),
         ("b", "park", "tech:ana"),
         ("b", "retry", "tech:bo"),
+    ]
+
+
+async def test_operators_name_an_item_by_txn_id_or_by_seq(store: OutboxStore) -> None:
+    """`edge outbox list` shows the seq first: it names the item as well as its txn id does.
+    A txn id may be all digits; where it is also another item's seq, the txn id wins."""
+    first = await store.append(entry("t-1"), now=T0)
+    digits = await store.append(entry(str(first.seq)), now=T0)  # txn id "1"
+    third = await store.append(entry("t-3"), now=T0)
+    assert (await store.find("t-3")).seq == third.seq  # type: ignore[union-attr]
+    assert (await store.find(str(third.seq))).key == "t-3"  # type: ignore[union-attr]
+    assert (await store.find(str(first.seq))).seq == digits.seq  # type: ignore[union-attr]
+    assert await store.find("99") is None
+    assert await store.find("9" * 40) is None, "beyond SQLite's integers: no item, no error"
+    parked = await store.park(str(third.seq), actor="tech:ana", reason="training", now=T0 + 1)
+    assert (parked.key, parked.status) == ("t-3", "parked")
+    with pytest.raises(UnknownItem):
+        await store.retry("99", actor="tech:ana", reason="x", now=T0 + 2)
+
+
+async def test_retry_posts_a_delivered_item_again(store: OutboxStore) -> None:
+    """The cloud lost or someone deleted its record: a technician's retry makes the delivered
+    item pending again, due now, with the old record id in its last error; a pending or
+    delivered item cannot be parked from under the sender."""
+    a = await store.append(entry("a"), now=T0)
+    await store.mark_delivered([(a.seq, "rec-7")], now=T0 + 1)
+    with pytest.raises(WrongState, match="delivered"):
+        await store.park("a", actor="tech:ana", reason="x", now=T0 + 2)
+    item = await store.retry("a", actor="tech:ana", reason="deleted in the ERP", now=T0 + 3)
+    assert (item.status, item.next_attempt_at, item.record_id, item.delivered_at) == (
+        "pending", T0 + 3, None, None,
+    )  # fmt: skip
+    assert item.last_error == "re-sent by tech:ana (was record rec-7): deleted in the ERP"
+    assert [i.key for i in await store.due(T0 + 3, 10)] == ["a"]
+    await store.mark_delivered([(a.seq, "rec-8")], now=T0 + 4)
+    assert (await store.get("a")).record_id == "rec-8"  # type: ignore[union-attr]
+    assert [(e["action"], e["reason"]) for e in await store.audit_log("a")] == [
+        ("resend", "deleted in the ERP")
     ]
 
 

@@ -414,9 +414,10 @@ class Hub:
         where = f"{self.settings.broker.host}:{self.settings.broker.port}"
         if self.outbox is not None:
             open_ = self.outbox.store.is_open
-            checks.append(
-                Check("outbox", open_, str(self.outbox.store.path) if open_ else "not open")
-            )
+            detail = str(self.outbox.store.path) if open_ else "not open"
+            if notice := self.outbox.salvage_notice():
+                detail += f"; {notice}"
+            checks.append(Check("outbox", open_, detail))
             free = self.disk.free_bytes(time.monotonic())
             checks.append(
                 Check(
@@ -576,7 +577,7 @@ class Hub:
                 try:
                     if outbox is not None:
                         # Open before the bus subscribes: no request may find it closed.
-                        await outbox.store.open()
+                        await outbox.open()
                         started.append(tg.create_task(outbox.run_metrics(), name="outbox-metrics"))
                     await self.catalogue.store.open()
                     await self.lanes.open()

@@ -238,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(settings: Settings, *, on_ready: str | None = None) -> int:
     from edge.app import Hub
+    from edge.outbox.store import StoreDamaged
 
     setup_logging(settings.log.level, settings.log.format)
 
@@ -251,13 +252,17 @@ def _run(settings: Settings, *, on_ready: str | None = None) -> int:
             await hub.ready.wait()
             print(on_ready.format(http=hub.http.url), flush=True)
 
-    failed: list[BaseException] = []
+    failed: list[str] = []
     try:
         asyncio.run(go())
     except* BrokerError as group:
-        failed.extend(group.exceptions)
-    for exc in failed:
-        print(f"edge: broker: {exc}", file=sys.stderr)
+        failed.extend(f"broker: {exc}" for exc in group.exceptions)
+    except* StoreDamaged as group:
+        failed.extend(
+            f"outbox: {exc}; stopping: the next start salvages it" for exc in group.exceptions
+        )
+    for message in failed:
+        print(f"edge: {message}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
 
 

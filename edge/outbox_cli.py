@@ -97,6 +97,8 @@ def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
             ),
             ("outbox file", f"{disk.get('db_bytes', 0) / 1e6:.1f} MB"),
         ]
+        if body.get("salvage"):
+            rows.append(("SALVAGED", body["salvage"]))
         for name, value in rows:
             table.add_row(name, value)
         console.print(table)

@@ -23,7 +23,14 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from edge.outbox.store import Item, Status, StoreClosed, UnknownItem, WrongState
+from edge.outbox.store import (
+    Item,
+    Status,
+    StoreClosed,
+    StoreDamaged,
+    UnknownItem,
+    WrongState,
+)
 
 MAX_REASON = 500
 
@@ -74,7 +81,7 @@ async def _while_closed(
     show as such (and can retry), not a 500 that reads like a bug."""
     try:
         return await handler(request)
-    except StoreClosed as exc:
+    except (StoreClosed, StoreDamaged) as exc:
         return _error(503, "UNAVAILABLE", str(exc), **{"Retry-After": "5"})
 
 

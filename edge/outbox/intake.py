@@ -27,7 +27,14 @@ from typing import Any
 import msgspec
 
 from edge.bus import ErrorCode, RequestContext, RequestError
-from edge.outbox.store import Entry, KeyConflict, OutboxStore, StorageFull, StoreClosed
+from edge.outbox.store import (
+    Entry,
+    KeyConflict,
+    OutboxStore,
+    StorageFull,
+    StoreClosed,
+    StoreDamaged,
+)
 from edge.outbox.transactions import depends_on, encode_transaction, event_type
 from edge.outbox.validate import TransactionRejected, validate
 
@@ -156,7 +163,7 @@ class Intake:
             raise RequestError(IntakeCode.TXN_ID_CONFLICT, str(exc), retryable=False) from None
         except StorageFull as exc:
             raise RequestError(IntakeCode.STORAGE_FULL, str(exc), retryable=True) from None
-        except StoreClosed as exc:
+        except (StoreClosed, StoreDamaged) as exc:
             raise RequestError(ErrorCode.UNAVAILABLE, str(exc), retryable=True) from None
         if not appended.duplicate and self._on_appended is not None:
             self._on_appended()

@@ -6,14 +6,19 @@ Wraps the store, the sender (absent when no connector is configured) and the dis
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from edge.metrics import Metrics
 from edge.outbox.intake import DiskGuard
+from edge.outbox.salvage import finish_interrupted
 from edge.outbox.sender import Sender
-from edge.outbox.store import Item, OutboxStore, Status
+from edge.outbox.store import Item, OutboxStore, Status, StoreDamaged
+
+log = logging.getLogger(__name__)
 
 METRICS_EVERY_S = 1.0
 
@@ -36,6 +41,25 @@ class OutboxService:
         self._clock = clock
         self._monotonic = monotonic
 
+    async def open(self) -> None:
+        """Open the store. A damaged file is salvaged first (edge.outbox.salvage): the hub
+        starts on every item that could be read, and says what could not."""
+        await asyncio.to_thread(finish_interrupted, self.store.path)
+        try:
+            await self.store.open()
+        except StoreDamaged as exc:
+            log.error("outbox: %s; salvaging what can be read", exc)
+            await self.store.salvage(now=self._clock())
+            await self.store.open()
+
+    def salvage_notice(self) -> str | None:
+        """The last salvage, while its damaged file is still on disk (a technician removes
+        it, or sends it to support, once the registers have re-sent their journals)."""
+        report = self.store.salvage_report
+        if report is None or not Path(report.damaged_file).exists():
+            return None
+        return report.summary()
+
     async def status(self) -> dict[str, Any]:
         stats = await self.store.stats()
         now = self._clock()
@@ -54,6 +78,7 @@ class OutboxService:
             "inflight": sender.get("inflight", 0),
             "throttled_for_s": sender.get("throttled_for_s", 0.0),
             "waiting": sender.get("waiting", {}),
+            "salvage": self.salvage_notice(),
             "disk": {
                 "free_bytes": self._disk.free_bytes(self._monotonic()),
                 "floor_bytes": self._disk.floor_bytes,
@@ -90,6 +115,9 @@ class OutboxService:
     async def run_metrics(self) -> None:
         """Refresh the gauges once a second (the figures HQ telemetry and alerts read)."""
         while True:
+            if self.store.damage is not None:
+                # Met by a sale, a delivery or a read: stop the hub; its restart salvages.
+                raise self.store.damage
             stats = await self.store.stats()
             m = self._metrics
             m.outbox_pending.set(stats.pending)

@@ -40,7 +40,9 @@ Errors::
     ├── StorageFull               the disk (or the configured floor) is full; retryable
     ├── KeyConflict               same key, different content; not retryable
     ├── UnknownItem               an operator named an item that does not exist
-    └── StoreClosed               the store is closing/closed; retryable (after restart)
+    ├── WrongState                ... that is not in a state the operator's action applies to
+    ├── StoreClosed               the store is closing/closed; retryable (after restart)
+    └── StoreDamaged              the file is damaged (open): salvage it (edge.outbox.salvage)
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+
+from edge.outbox.salvage import SalvageReport, is_damage, salvage
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +132,15 @@ class WrongState(OutboxError):
 
 
 class StoreClosed(OutboxError):
+    retryable = True
+
+
+class StoreDamaged(OutboxError):
+    """SQLite found the outbox file damaged (SQLITE_CORRUPT, SQLITE_NOTADB or a failed
+    ``quick_check``): at open, :meth:`OutboxStore.salvage` replaces it by what can be read of
+    it; while running, the hub stops so that its restart does (``OutboxStore.damage``).
+    Retryable: a register re-sends once the hub is back."""
+
     retryable = True
 
 
@@ -216,9 +229,11 @@ class _Close:
 _CLOSE = _Close()
 
 
-def _run_job(job: _Job, db: sqlite3.Connection) -> tuple[Any, BaseException | None]:
-    try:
-        return job.fn(db), None
+def _run_job(
+    job: _Job, connection: Callable[[], sqlite3.Connection]
+) -> tuple[Any, BaseException | None]:
+    try:  # the connection too: a file SQLite cannot open fails the job, not the thread
+        return job.fn(connection()), None
     except Exception as exc:
         return None, exc
 
@@ -273,6 +288,11 @@ def _find(db: sqlite3.Connection, ref: str) -> Item | None:
     return _item(rows[0]) if rows else None
 
 
+def _salvage_report(db: sqlite3.Connection) -> SalvageReport | None:
+    row = db.execute("SELECT value FROM meta WHERE name = 'salvage'").fetchone()
+    return None if row is None else SalvageReport.from_json(row["value"])
+
+
 def _rollback(db: sqlite3.Connection) -> None:
     # On SQLITE_FULL and some I/O errors SQLite has already rolled the transaction back; a
     # second ROLLBACK would fail and hide the real error.
@@ -309,6 +329,10 @@ class OutboxStore:
         self._stats_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-stats")
         self._local = threading.local()
         self._closed = True
+        self.damage: StoreDamaged | None = None
+        """Set when a read or write meets damage while the store is open."""
+        self.salvage_report: SalvageReport | None = None
+        """The last salvage of this file (from its meta), if it ever needed one."""
         self.groups_committed = 0
         self.entries_committed = 0
 
@@ -325,11 +349,20 @@ class OutboxStore:
         self._writer.start()
         try:
             await self._on_writer(self._init_schema)
-            await self._on_reader(lambda db: None)
-        except BaseException:
+            self.salvage_report = await self._on_reader(_salvage_report)
+        except BaseException as exc:
             await self._stop_writer()
+            await self._close_readers()
+            if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
+                raise StoreDamaged(f"{self.path} is damaged: {exc}") from exc
             raise
         self._closed = False
+
+    async def salvage(self, *, now: float) -> SalvageReport:
+        """Replace the damaged file by what can be read of it (:mod:`edge.outbox.salvage`); on
+        a store that is not open. Then :meth:`open` it."""
+        assert self._closed, "salvage a closed store"
+        return await asyncio.to_thread(salvage, self.path, _SCHEMA, now=now)
 
     async def close(self) -> None:
         """Finish appends and writes already queued, then close the connections."""
@@ -343,9 +376,13 @@ class OutboxStore:
             self.entries_committed,
             self.groups_committed,
         )
+        await self._close_readers()
+        for pool in (self._reader_pool, self._stats_pool):
+            pool.shutdown(wait=True)
+
+    async def _close_readers(self) -> None:
         for pool in (self._reader_pool, self._stats_pool):
             await asyncio.get_running_loop().run_in_executor(pool, self._close_local)
-            pool.shutdown(wait=True)
 
     async def _stop_writer(self) -> None:
         if self._accepting:
@@ -390,7 +427,10 @@ class OutboxStore:
                 if job is _CLOSE:
                     return
                 if isinstance(job, _Job):
-                    loop.call_soon_threadsafe(_settle, job.future, *_run_job(job, self._db()))
+                    result, error = _run_job(job, self._db)
+                    if isinstance(error, sqlite3.DatabaseError) and is_damage(error):
+                        error = self._damaged(error)
+                    loop.call_soon_threadsafe(_settle, job.future, result, error)
                     continue
                 assert isinstance(job, _Append)
                 group = [job]
@@ -414,6 +454,8 @@ class OutboxStore:
             return self._write_group([(a.entry, a.now) for a in group])
         except sqlite3.Error as exc:
             log.error("outbox: group of %d rolled back: %s", len(group), exc)
+            if is_damage(exc):
+                return self._damaged(exc)
             if _is_full(exc):
                 return StorageFull(f"outbox storage full: {exc}")
             return OutboxError(f"outbox write failed: {exc}")
@@ -790,6 +832,11 @@ class OutboxStore:
             self._local.db = None
 
     def _init_schema(self, db: sqlite3.Connection) -> None:
+        # Every page of the file, once per start (100,000 items, 118 MB: 2.2 s from a cold
+        # cache, 80 ms warm): damage found now is salvaged before a sale is acked on top of it.
+        verdict = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if verdict != "ok":
+            raise StoreDamaged(f"{self.path} is damaged: {' '.join(verdict.split())}")
         db.executescript(_SCHEMA)
         row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
         if row is None:
@@ -820,7 +867,19 @@ class OutboxStore:
 
     async def _on_pool(self, pool: ThreadPoolExecutor, fn: Callable[[sqlite3.Connection], T]) -> T:
         self._check_accepting()
-        return await asyncio.get_running_loop().run_in_executor(pool, lambda: fn(self._db()))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, lambda: fn(self._db()))
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise self._damaged(exc) from exc
+            raise
+
+    def _damaged(self, exc: sqlite3.Error) -> StoreDamaged:
+        """Damage met while running: remembered in :attr:`damage` (the hub stops on it)."""
+        damage = StoreDamaged(f"{self.path} is damaged: {exc}")
+        if self.damage is None:
+            self.damage = damage
+        return damage
 
     async def _execute_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
         def run(db: sqlite3.Connection) -> None:

@@ -31,6 +31,7 @@ from edge.schemas import all_error_codes
 from edge.sim import HqApiSimulator, WanProxy, run_hq_api
 from edge.sim.registers import make_sale
 from tests.conftest import MosquittoProcess, hub_settings, lane_client, run_hub
+from tests.outbox.damage import damage_page_holding
 from tests.schemas import validate_reply
 
 TOPICS = Topics("s1")
@@ -298,6 +299,43 @@ async def test_wan_outage_sales_still_acked_and_backlog_drains_after(
         wan.mode = "pass"
         await asyncio.wait_for(hq.wait_until(lambda s: set(acked) <= s.committed.keys()), 20)
     assert all(hq.sim.commit_count(k) == 1 for k in acked)
+
+
+async def test_a_damaged_outbox_is_salvaged_at_start_and_a_journal_resend_restores_the_rest(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """A bad sector under the outbox while the WAN was down: the hub still starts (no crash
+    loop), keeps every item it can read, says what it lost on /readyz and in `edge outbox
+    status`; the register re-sends its journal (same txn ids): what was kept answers
+    duplicate with its seq, what was lost is accepted anew. HQ ends with every sale once."""
+    journal = [sale(n) for n in range(200, 260)]
+    async with run_hq_api(sim=HqApiSimulator()) as hq, WanProxy(hq.host, hq.port) as wan:
+        settings = outbox_settings(tmp_path, broker, f"http://127.0.0.1:{wan.port}")
+        wan.mode = "refuse"
+        async with run_hub(settings) as hub, lane_client(broker.port) as lane:
+            acked = {t["txn_id"]: (await lane.request(SUBMIT, t)).data["seq"] for t in journal}
+        victim = journal[30]["txn_id"]
+        damage_page_holding(settings.outbox_path, f'"txn_id":"{victim}"'.encode())
+        wan.mode = "pass"
+        async with run_hub(settings) as hub, lane_client(broker.port) as lane:
+            assert hub.outbox is not None
+            status = await hub.outbox.status()
+            async with aiohttp.ClientSession() as http, http.get(f"{hub.http.url}/readyz") as r:
+                ready = await r.json()
+            replies = [await lane.request(SUBMIT, t) for t in journal]
+            await asyncio.wait_for(hq.wait_until(lambda s: set(acked) <= s.committed.keys()), 20)
+    assert ready["ready"] is True
+    assert status["salvage"] is not None
+    assert "have the registers re-send their journals" in status["salvage"]
+    assert status["salvage"] in ready["checks"]["outbox"]["detail"]
+    assert all(reply.ok for reply in replies)
+    resent = {t["txn_id"]: r.data for t, r in zip(journal, replies, strict=True)}
+    lost = {txn for txn, data in resent.items() if not data["duplicate"]}
+    assert victim in lost
+    assert 0 < len(lost) <= 5, "one page of ~1.2 kB sales"
+    assert all(resent[txn]["seq"] == acked[txn] for txn in set(acked) - lost), "kept: same seq"
+    assert all(resent[txn]["seq"] > max(acked.values()) for txn in lost), "lost: a new seq"
+    assert all(hq.sim.commit_count(txn) == 1 for txn in acked), "every sale once at HQ"
 
 
 async def test_outbox_cli_human_and_json(tmp_path: Path, broker: MosquittoProcess) -> None:

@@ -1,0 +1,351 @@
+"""Salvage of a damaged outbox file: keep every sale SQLite can still read, say what it cannot.
+
+A disk that lies about fsync, a bad sector or a filesystem fault can leave pages of the outbox
+file unreadable: SQLite answers ``SQLITE_CORRUPT`` ("database disk image is malformed") or
+``SQLITE_NOTADB`` when it meets one. The store checks the file when it opens
+(``PRAGMA quick_check``) and raises :class:`~edge.outbox.store.StoreDamaged`; the outbox
+service then calls :func:`salvage` and opens the file it writes. The hub starts, its other
+services never wait on a technician, and the registers keep trading.
+
+What :func:`salvage` does, in order:
+
+1. copies every row it can read (items, their audit trail, meta) from the damaged file and its
+   WAL (commits not yet checkpointed into the main file) into ``<name>.salvage``, a new file
+   with the store's schema. Rows are read in rowid order in batches; where a batch fails, row
+   by row until the damage is behind. An item whose payload no longer matches its sha256
+   digest is damaged too and is not kept (the cloud must not get it);
+2. keeps the sequence going past the highest seq the damaged file held, so no new sale takes
+   the seq of a lost one, and records what it did in ``meta`` (``salvage``: JSON), in the
+   same commit as the rows: a new file with that row is complete;
+3. fsyncs it, moves the damaged file aside with its ``-wal`` and ``-shm`` as
+   ``<name>.damaged-<UTC time>`` (kept for whoever wants to look, never written again), and
+   renames the new file into place.
+
+If the hub dies in the middle, :func:`finish_interrupted` (run before every open) completes
+step 3 for a complete new file, or deletes a partial one so that the salvage starts again.
+
+Lost items are reported as seq ranges. A register's re-send of its journal restores them:
+``txn.submit`` is idempotent, so what the hub kept answers ``duplicate`` with its original seq
+and only what was lost is accepted anew (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+CLEAN_RUN = 64
+"""Rows read one by one without an error before batches resume."""
+BLIND_PROBE = 100_000
+"""How far past the last readable rowid the row-by-row walk goes when the file no longer says
+its highest rowid (neither ``max(rowid)`` nor ``sqlite_sequence`` can be read)."""
+
+_ITEM_COLUMNS = (
+    "seq, key, kind, event_type, lane, depends_on, payload, digest, flags, accepted_at, status, "
+    "attempts, next_attempt_at, last_error, record_id, delivered_at, parked_at, error_detail"
+)
+_AUDIT_COLUMNS = "id, at, key, action, actor, reason"
+
+
+@dataclass(frozen=True)
+class SalvageReport:
+    """What :func:`salvage` kept and lost; stored as JSON in the new file's ``meta``."""
+
+    at: float
+    damaged_file: str
+    items_kept: int
+    pending_kept: int
+    lost_seqs: list[tuple[int, int]]
+    """Inclusive seq ranges that could not be read, or whose payload failed its digest (a range
+    may include seqs of deliveries already pruned: the damaged file cannot tell)."""
+    lost_from: int | None
+    """Past this seq nothing could be read and the file no longer says how far it went (its
+    highest seq is unreadable too): the loss there has no known extent."""
+    audit_kept: int
+    audit_lost: int
+
+    @property
+    def items_lost(self) -> int:
+        """Known losses (see ``lost_from``)."""
+        return sum(last - first + 1 for first, last in self.lost_seqs)
+
+    def summary(self) -> str:
+        when = dt.datetime.fromtimestamp(self.at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        unreadable = (
+            f"{self.items_lost} unreadable (seq {_ranges_text(self.lost_seqs)})"
+            if self.lost_seqs
+            else "none unreadable"
+        )
+        if self.lost_from is not None:
+            unreadable += f", nothing readable from seq {self.lost_from} on"
+        # A damaged page can also drop rows without an error: the re-send is always due.
+        return (
+            f"salvaged from a damaged file at {when}: {self.items_kept} items kept "
+            f"({self.pending_kept} pending), {unreadable}; have the registers re-send their "
+            f"journals; the damaged file is {self.damaged_file}"
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "at": self.at,
+                "damaged_file": self.damaged_file,
+                "items_kept": self.items_kept,
+                "pending_kept": self.pending_kept,
+                "lost_seqs": self.lost_seqs,
+                "lost_from": self.lost_from,
+                "audit_kept": self.audit_kept,
+                "audit_lost": self.audit_lost,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> SalvageReport:
+        raw = json.loads(text)
+        raw["lost_seqs"] = [(int(a), int(b)) for a, b in raw["lost_seqs"]]
+        return cls(**raw)
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True for SQLite's "the file is damaged" errors (not for locks, full disks, I/O)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def salvage(path: Path, schema: str, *, now: float) -> SalvageReport:
+    """Replace the damaged outbox file at ``path`` by what can be read of it (module docstring).
+    ``schema``: the store's DDL, run on the new file."""
+    stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    fresh = _fresh(path)
+    for suffix in ("", "-journal"):
+        Path(f"{fresh}{suffix}").unlink(missing_ok=True)  # an earlier salvage cut short
+    damaged = sqlite3.connect(path, isolation_level=None)
+    out = sqlite3.connect(fresh, isolation_level=None)
+    try:
+        out.executescript(schema)
+        out.execute("BEGIN")
+        items_loss, audit_loss = _Loss(), _Loss()
+        items, top_seq = _copy_items(damaged, out, items_loss)
+        audit_kept = _copy(damaged, out, "audit", _AUDIT_COLUMNS, audit_loss)
+        for name, value in _meta(damaged):
+            out.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+        pending = out.execute("SELECT count(*) FROM items WHERE status = 'pending'").fetchone()[0]
+        # New sales continue after every seq the damaged file held, lost ones included.
+        out.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'items'", (top_seq,))
+        out.execute(
+            "INSERT INTO sqlite_sequence (name, seq) SELECT 'items', ?"
+            " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'items')",
+            (top_seq,),
+        )
+        report = SalvageReport(
+            at=now,
+            damaged_file=str(aside),
+            items_kept=items,
+            pending_kept=pending,
+            lost_seqs=_ranges(items_loss.rowids),
+            lost_from=items_loss.beyond,
+            audit_kept=audit_kept,
+            audit_lost=len(audit_loss.rowids) + (audit_loss.beyond is not None),
+        )
+        # Written last, in the same commit: its presence says the new file is complete.
+        out.execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES ('salvage', ?)", (report.to_json(),)
+        )
+        out.execute("COMMIT")
+    finally:
+        damaged.close()
+        out.close()
+    _fsync(fresh)
+    _fsync(path.parent)
+    _swap(path, report)
+    log.error("outbox: %s", report.summary())
+    return report
+
+
+def finish_interrupted(path: Path) -> SalvageReport | None:
+    """Before opening ``path``: complete a salvage the process died in the middle of. A whole
+    new file is swapped in (the damaged one may be half moved aside); a partial one is
+    deleted (the damaged file is still in place, and is salvaged again)."""
+    fresh = _fresh(path)
+    if not fresh.exists():
+        return None
+    report = None
+    db = sqlite3.connect(fresh, isolation_level=None)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE name = 'salvage'").fetchone()
+        report = SalvageReport.from_json(row[0]) if row is not None else None
+    except sqlite3.DatabaseError:
+        pass
+    finally:
+        db.close()
+    if report is None:
+        for suffix in ("", "-journal"):
+            Path(f"{fresh}{suffix}").unlink(missing_ok=True)
+        return None
+    _swap(path, report)
+    log.error("outbox: finished an interrupted salvage: %s", report.summary())
+    return report
+
+
+def _fresh(path: Path) -> Path:
+    return path.with_name(f"{path.name}.salvage")
+
+
+def _swap(path: Path, report: SalvageReport) -> None:
+    """Move the damaged file aside, its WAL first (left next to the new file, SQLite would
+    replay its frames into it), then the new file into place. Each rename is idempotent."""
+    for suffix in ("-wal", "-shm", ""):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(f"{report.damaged_file}{suffix}")
+    _fsync(path.parent)
+    _fresh(path).rename(path)
+    _fsync(path.parent)
+
+
+@dataclass
+class _Loss:
+    rowids: list[int] = field(default_factory=list)
+    """Rowids that exist (below the table's highest) but could not be read."""
+    beyond: int | None = None
+    """The first rowid of an unreadable stretch whose end the file no longer says."""
+
+
+def _copy_items(
+    damaged: sqlite3.Connection, out: sqlite3.Connection, loss: _Loss
+) -> tuple[int, int]:
+    """Items readable and intact -> ``out``; returns (kept, highest seq seen)."""
+    kept, top = 0, _top_rowid(damaged, "items") or 0
+    placeholders = ", ".join("?" * len(_ITEM_COLUMNS.split(", ")))
+    for rowid, row in _readable(damaged, "items", _ITEM_COLUMNS, loss):
+        top = max(top, rowid)
+        payload, digest = row[6], row[7]
+        if not isinstance(payload, bytes) or hashlib.sha256(payload).digest() != digest:
+            loss.rowids.append(rowid)
+            continue
+        out.execute(f"INSERT OR IGNORE INTO items ({_ITEM_COLUMNS}) VALUES ({placeholders})", row)
+        kept += 1
+    return kept, max([top, *loss.rowids])
+
+
+def _copy(
+    damaged: sqlite3.Connection, out: sqlite3.Connection, table: str, columns: str, loss: _Loss
+) -> int:
+    placeholders = ", ".join("?" * len(columns.split(", ")))
+    kept = 0
+    for _, row in _readable(damaged, table, columns, loss):
+        out.execute(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({placeholders})", row)
+        kept += 1
+    return kept
+
+
+def _meta(damaged: sqlite3.Connection) -> list[tuple[str, str]]:
+    rows = _readable(damaged, "meta", "name, value", _Loss())
+    return [(str(name), str(value)) for _, (name, value) in rows if name != "schema_version"]
+
+
+def _readable(
+    db: sqlite3.Connection, table: str, columns: str, loss: _Loss
+) -> Iterator[tuple[int, tuple[object, ...]]]:
+    """(rowid, row) for every row of ``table`` SQLite can read, in rowid order; what it cannot
+    read goes to ``loss``."""
+    top = _top_rowid(db, table)
+    after = 0
+    while True:
+        try:
+            batch = db.execute(
+                f"SELECT rowid, {columns} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, BATCH),
+            ).fetchall()
+        except sqlite3.DatabaseError:
+            batch = None
+        if batch == []:
+            return
+        if batch is not None:
+            for row in batch:
+                yield row[0], tuple(row[1:])
+            after = batch[-1][0]
+            continue
+        # Step through the damage one rowid at a time (rowids of pruned rows read as absent).
+        if top is not None and top <= after:
+            return
+        limit = top if top is not None else after + BLIND_PROBE
+        clean, failed = 0, []
+        while clean < CLEAN_RUN and after < limit:
+            after += 1
+            try:
+                found = db.execute(
+                    f"SELECT rowid, {columns} FROM {table} WHERE rowid = ?", (after,)
+                ).fetchone()
+            except sqlite3.DatabaseError:
+                failed.append(after)
+                clean = 0
+                continue
+            clean += 1
+            if found is not None:
+                yield found[0], tuple(found[1:])
+        if top is None and failed and failed[-1] == after:
+            # Blind, and failing to the end: how far the table went is unknown.
+            loss.beyond = _stretch_start(failed)
+            failed = [rowid for rowid in failed if rowid < loss.beyond]
+        loss.rowids.extend(failed)
+        if after >= limit:
+            return
+
+
+def _stretch_start(failed: list[int]) -> int:
+    """The first rowid of the unbroken run of failures that ends ``failed``."""
+    failures, start = set(failed), failed[-1]
+    while start - 1 in failures:
+        start -= 1
+    return start
+
+
+def _top_rowid(db: sqlite3.Connection, table: str) -> int | None:
+    for sql in (
+        f"SELECT max(rowid) FROM {table}",
+        "SELECT seq FROM sqlite_sequence WHERE name = ?",
+    ):
+        try:
+            row = db.execute(sql, (table,) if "?" in sql else ()).fetchone()
+        except sqlite3.DatabaseError:
+            continue
+        if row is not None and row[0] is not None:
+            return int(row[0])
+    return None
+
+
+def _ranges(numbers: list[int]) -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    for n in sorted(set(numbers)):
+        if ranges and n == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], n)
+        else:
+            ranges.append((n, n))
+    return ranges
+
+
+def _ranges_text(ranges: list[tuple[int, int]], shown: int = 5) -> str:
+    parts = [str(a) if a == b else f"{a}-{b}" for a, b in ranges[:shown]]
+    if len(ranges) > shown:
+        parts.append(f"and {len(ranges) - shown} more ranges")
+    return ", ".join(parts)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,207 @@
+"""A damaged outbox file (bad sector, lying disk): found when the store opens, salvaged into a
+new file with every item SQLite can still read, the loss said in seq ranges. Real SQLite
+files, damaged by overwriting pages as a bad sector would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from edge.outbox.salvage import finish_interrupted
+from edge.outbox.store import Entry, OutboxStore, StoreDamaged
+from edge.sim.process import HubProcess, write_config
+from tests.conftest import MosquittoProcess
+from tests.outbox.damage import damage_page_holding
+
+T0 = 1_800_000_000.0
+COUNT = 300
+
+
+def entry(n: int) -> Entry:
+    key = f"k{n:04d}"
+    payload = json.dumps({"txn_id": key, "body": f"line {n} " * 80}).encode()  # ~700 bytes
+    return Entry(key=key, kind="sale", event_type="com.storeedge.sale.v1", lane="lane-1",
+                 payload=payload)  # fmt: skip
+
+
+def marker(n: int) -> bytes:
+    return f'{{"txn_id": "k{n:04d}"'.encode()  # in the payload only, not in the key index
+
+
+def all_rows(path: Path) -> dict[int, tuple[object, ...]]:
+    with sqlite3.connect(path) as db:
+        return {row[0]: row for row in db.execute("SELECT * FROM items ORDER BY seq")}
+
+
+async def filled_store(path: Path) -> dict[int, tuple[object, ...]]:
+    """COUNT items: some delivered, one parked by an operator (audited); closed cleanly."""
+    store = OutboxStore(path)
+    await store.open()
+    for n in range(COUNT):
+        await store.append(entry(n), now=T0 + n)
+    await store.mark_delivered([(seq, f"rec-{seq}") for seq in range(1, 51)], now=T0 + 400)
+    await store.park("k0099", actor="tech:ana", reason="training till", now=T0 + 401)
+    await store.close()
+    return all_rows(path)
+
+
+async def test_a_damaged_page_is_found_at_open_and_every_readable_item_is_kept(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    before = await filled_store(path)
+    damage_page_holding(path, marker(200))
+
+    store = OutboxStore(path)
+    with pytest.raises(StoreDamaged, match="damaged"):
+        await store.open()
+    report = await store.salvage(now=T0 + 500)
+    await store.open()
+    try:
+        lost = {seq for first, last in report.lost_seqs for seq in range(first, last + 1)}
+        after = all_rows(path)
+        assert 201 in lost, "k0200 (seq 201) was on the damaged page"
+        assert 0 < len(lost) <= 10, "one page of ~700-byte items"
+        assert {seq: before[seq] for seq in after} == after, "kept rows are the rows, unchanged"
+        assert set(after) | lost == set(before), "every item is kept or named as lost"
+        assert (report.items_kept, report.items_lost) == (len(after), len(lost))
+        assert report.pending_kept == sum(1 for row in after.values() if row[10] == "pending")
+        assert report.audit_kept == 1
+        assert store.salvage_report == report
+        assert Path(report.damaged_file).exists(), "the damaged file is kept aside"
+        assert Path(report.damaged_file).name == "outbox.db.damaged-20270115T080820Z"
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+        # The registers re-send their journals: what was kept is a duplicate with its seq,
+        # what was lost is accepted anew, after every seq the damaged file held.
+        for n in (0, 150, 200, 299):
+            again = await store.append(entry(n), now=T0 + 600)
+            if n + 1 in lost:
+                assert (again.duplicate, again.seq > COUNT) == (False, True)
+            else:
+                assert (again.duplicate, again.seq) == (True, n + 1)
+        assert [(a["key"], a["action"]) for a in await store.audit_log()] == [("k0099", "park")]
+    finally:
+        await store.close()
+
+
+async def test_a_file_that_is_not_a_database_is_refused_at_open_not_waited_on(
+    tmp_path: Path,
+) -> None:
+    """A damaged header (SQLITE_NOTADB): open raised in the writer thread's connect, which
+    left the opening caller waiting for ever. Now it is StoreDamaged, and salvage gives the
+    hub an empty outbox to trade on."""
+    path = tmp_path / "outbox.db"
+    path.write_bytes(os.urandom(8192))
+    store = OutboxStore(path)
+    with pytest.raises(StoreDamaged, match="not a database"):
+        await asyncio.wait_for(store.open(), 10)
+    report = await store.salvage(now=T0)
+    await store.open()
+    try:
+        assert (report.items_kept, report.lost_seqs, report.lost_from) == (0, [], 1)
+        assert "nothing readable from seq 1 on" in report.summary()
+        assert (await store.append(entry(1), now=T0)).seq == 1
+    finally:
+        await store.close()
+
+
+async def test_a_salvage_cut_short_is_finished_or_started_again(tmp_path: Path) -> None:
+    """The hub dies during a salvage: a complete new file is swapped in at the next start
+    (the damaged file moved aside with its WAL first); a partial one is dropped."""
+    path = tmp_path / "outbox.db"
+    await filled_store(path)
+    damage_page_holding(path, marker(10))
+    partial = tmp_path / "outbox.db.salvage"
+    partial.write_bytes(b"half a file")
+    assert finish_interrupted(path) is None
+    assert not partial.exists()
+
+    store = OutboxStore(path)
+    report = await store.salvage(now=T0)
+    # As if the process died after building the new file, before the swap: put the damaged
+    # file (and a WAL of its own) back in place and the new one back under its build name.
+    os.rename(path, partial)
+    os.rename(report.damaged_file, path)
+    Path(f"{path}-wal").write_bytes(b"frames of the damaged file")
+    assert finish_interrupted(path) == report
+    assert Path(f"{report.damaged_file}-wal").read_bytes() == b"frames of the damaged file"
+    assert not Path(f"{path}-wal").exists()
+    await store.open()
+    try:
+        stats = await store.stats()
+        assert stats.pending + stats.delivered + stats.parked == report.items_kept
+        assert report.items_kept + report.items_lost == COUNT
+    finally:
+        await store.close()
+
+
+async def test_damage_met_while_running_is_refused_retryable_and_remembered(
+    tmp_path: Path,
+) -> None:
+    """A read that meets a damaged page raises the retryable StoreDamaged (a register
+    re-sends; the console answers 503) and the store remembers it: the hub stops on it."""
+    path = tmp_path / "outbox.db"
+    await filled_store(path)
+    store = OutboxStore(path)
+    await store.open()
+    try:
+        assert store.damage is None
+        damage_page_holding(path, marker(200))  # under the running store, as a sector fails
+        with pytest.raises(StoreDamaged) as caught:
+            await store.get("k0200")
+        assert caught.value.retryable is True
+        assert store.damage is caught.value
+    finally:
+        await store.close()
+
+
+async def test_a_hub_that_meets_damage_stops_and_its_restart_salvages(
+    tmp_path: Path, broker: MosquittoProcess, free_port: Callable[[], int]
+) -> None:
+    """`edge run` under systemd: the console's read of the damaged item answers 503, the hub
+    exits non-zero with one line saying why (no traceback), and the restart that follows comes
+    up on the salvaged file with the notice on /readyz."""
+    path = tmp_path / "state" / "outbox.db"
+    await filled_store(path)
+    http = free_port()
+    config = write_config(
+        tmp_path / "edge.toml",
+        {
+            "store_id": "s1",
+            "state_dir": str(tmp_path / "state"),
+            "broker": {"mode": "external", "port": broker.port},
+            "http": {"port": http},
+            "outbox": {"min_free_bytes": 0},
+        },
+    )
+    hub = HubProcess(config)
+    await hub.start()
+    damage_page_holding(path, marker(200))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{http}/api/v1/outbox/items/k0200") as answer:
+            assert answer.status == 503
+            assert (await answer.json())["error"]["code"] == "UNAVAILABLE"
+        assert hub.process is not None
+        assert await asyncio.wait_for(hub.process.wait(), 20) == 4
+        await hub.stop()
+        said = "\n".join(hub.log)
+        assert "edge: outbox: " in said
+        assert "is damaged: database disk image is malformed; stopping: the next start" in said
+        assert "Traceback" not in said
+        await hub.start()
+        try:
+            async with session.get(f"http://127.0.0.1:{http}/readyz") as answer:
+                ready = await answer.json()
+        finally:
+            await hub.stop()
+    assert ready["ready"] is True
+    assert "salvaged from a damaged file" in ready["checks"]["outbox"]["detail"]

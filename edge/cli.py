@@ -84,7 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--parked", action="store_true", help="items the cloud refused")
     which.add_argument("--delivered", action="store_true")
     ob_list.add_argument("--limit", type=int, default=50)
+    ob_list.add_argument("--after", type=int, default=0, metavar="SEQ", help="the next page")
     ob_list.add_argument("--json", action="store_true")
+    ob_show = outbox_sub.add_parser(
+        "show", help="one item: its state, the cloud's whole error, who changed it and why"
+    )
+    ob_show.add_argument("key", help=ITEM_REF_HELP)
+    ob_show.add_argument("--json", action="store_true")
     ob_retry = outbox_sub.add_parser(
         "retry",
         help="re-queue a parked item after fixing it, or post a delivered one again (its "

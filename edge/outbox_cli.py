@@ -44,9 +44,13 @@ def run_outbox_command(base: str, args: argparse.Namespace) -> int:
         if args.outbox_command == "status":
             code, body = call(api, args.timeout)
         elif args.outbox_command == "list":
-            status = "parked" if args.parked else "delivered" if args.delivered else "pending"
-            query = urllib.parse.urlencode({"status": status, "limit": args.limit})
+            query = urllib.parse.urlencode(
+                {"status": _listed(args), "limit": args.limit, "after": args.after}
+            )
             code, body = call(f"{api}/items?{query}", args.timeout)
+        elif args.outbox_command == "show":
+            key = urllib.parse.quote(args.key, safe="")
+            code, body = call(f"{api}/items/{key}", args.timeout)
         elif args.outbox_command == "retry" and args.all_parked:
             code, body = call(
                 f"{api}/retry-parked", args.timeout, {"actor": actor, "reason": args.reason}
@@ -73,6 +77,10 @@ def run_outbox_command(base: str, args: argparse.Namespace) -> int:
     if code >= 400:
         return EXIT_USAGE if code == 400 else EXIT_PROBLEM
     return EXIT_OK
+
+
+def _listed(args: argparse.Namespace) -> str:
+    return "parked" if args.parked else "delivered" if args.delivered else "pending"
 
 
 def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
@@ -104,7 +112,10 @@ def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
         console.print(table)
     elif command == "list":
         items = body["items"]
-        table = Table(title=f"outbox items ({len(items)})")
+        title = f"{_listed(args)} items: {len(items)} of {body['total']}"
+        if items and len(items) < body["total"] and len(items) == args.limit:
+            title += f" (next: --after {items[-1]['seq']})"
+        table = Table(title=title)
         for column in ("seq", "txn id", "kind", "lane", "accepted", "tries"):
             # Ids are copied into commands: never wrap them.
             table.add_column(column, no_wrap=True)
@@ -115,6 +126,8 @@ def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
                 when(item["accepted_at"]), str(item["attempts"]), item["last_error"] or "",
             )  # fmt: skip
         print_table(console, table)
+    elif command == "show":
+        _show(console, body)
     elif command == "retry" and "retried" in body:
         console.print(f"re-queued {body['retried']} parked item(s)")
     else:
@@ -122,6 +135,32 @@ def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
             f"{body['key']} (seq {body['seq']}): now {body['status']}"
             f" (at {time.strftime('%H:%M:%S')})"
         )
+
+
+def _show(console: Console, item: dict[str, Any]) -> None:
+    console.print(f"{item['key']} (seq {item['seq']}): {item['kind']} from {item['lane']}, "
+                  f"{item['status']}")  # fmt: skip
+    delivered = item["delivered_at"]
+    facts = [
+        ("accepted", when(item["accepted_at"])),
+        ("tries", str(item["attempts"])),
+        ("next try", when(item["next_attempt_at"]) if item["status"] == "pending" else "-"),
+        ("delivered", f"{when(delivered)} as {item['record_id']}" if delivered else "-"),
+        ("parked", when(item["parked_at"])),
+        ("depends on", ", ".join(item["depends_on"]) or "-"),
+        ("flags", ", ".join(item["flags"]) or "-"),
+        ("last error", item["last_error"] or "-"),
+    ]
+    for name, value in facts:
+        console.print(f"  {name:<11} {value}")
+    if item["error_detail"]:
+        console.print("  the cloud's error:")
+        console.print(json.dumps(item["error_detail"], indent=2, sort_keys=True))
+    if item["audit"]:
+        trail = Table("when", "action", "who", "why", title="changes")
+        for entry in item["audit"]:
+            trail.add_row(when(entry["at"]), entry["action"], entry["actor"], entry["reason"])
+        print_table(console, trail)
 
 
 def _drain(console: Console, api: str, args: argparse.Namespace) -> int:

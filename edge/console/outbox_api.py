@@ -2,6 +2,7 @@
 
 ``GET  /api/v1/outbox``                         figures: depth, oldest age, breaker, disk
 ``GET  /api/v1/outbox/items?status=parked``     items (pending|parked|delivered), paged by seq
+                                                 (``limit``, ``after``), with their ``total``
 ``GET  /api/v1/outbox/items/{ref}``             one item, with its audit trail
 ``POST /api/v1/outbox/items/{ref}/retry``       {"actor", "reason"}: re-queue a parked item, or
                                                  post a delivered one again
@@ -113,8 +114,10 @@ async def list_items(request: web.Request) -> web.Response:
         after = max(0, int(request.query.get("after", "0")))
     except ValueError:
         return _error(400, "BAD_REQUEST", "limit and after must be integers")
-    items = await request.app[OUTBOX].items(status, limit, after)  # type: ignore[arg-type]
-    return web.json_response({"items": [item_json(i) for i in items]})
+    ops = request.app[OUTBOX]
+    items = await ops.items(status, limit, after)  # type: ignore[arg-type]
+    total = (await ops.status())[status]
+    return web.json_response({"items": [item_json(i) for i in items], "total": total})
 
 
 async def get_item(request: web.Request) -> web.Response:

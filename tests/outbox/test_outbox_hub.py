@@ -376,6 +376,19 @@ async def test_outbox_cli_human_and_json(tmp_path: Path, broker: MosquittoProces
         assert "no outbox item" in out
         code, out = await edge("retry", "--all-parked", "--json")
         assert json.loads(out) == {"retried": 0}
+        code, out = await edge("list", "--limit", "1")
+        seq = json.loads((await edge("list", "--json"))[1])["items"][0]["seq"]
+        assert (code, f"pending items: 1 of 2 (next: --after {seq})" in out) == (0, True)
+        code, out = await edge("list", "--limit", "1", "--after", str(seq), "--json")
+        assert [i["seq"] for i in json.loads(out)["items"]] == [seq + 1]
+        code, out = await edge("show", key)
+        assert code == 0
+        assert f"{key} (seq {seq}): sale from lane-1, pending" in out
+        trail = [[c.strip() for c in line.split("│")[2:-1]] for line in out.splitlines()
+                 if line.startswith("│")]  # fmt: skip
+        assert trail == [["park", "ana", "training till"], ["retry", "ana", "wrong till"]]
+        code, out = await edge("show", key, "--json")
+        assert [a["action"] for a in json.loads(out)["audit"]] == ["park", "retry"]
         audit = await hub.outbox.store.audit_log(key)  # type: ignore[union-attr]
     assert [(a["action"], a["actor"], a["reason"]) for a in audit] == [
         ("park", "ana", "training till"),

@@ -476,9 +476,10 @@ class Hub:
         return self.ready.is_set() and all(check.ok for check in self.checks())
 
     async def _hq_snapshot(self) -> Snapshot:
-        depth, parked, oldest = 0, 0, None
+        depth, parked, oldest, salvage = 0, 0, None, None
         wan: WanState = "unknown"
         if self.outbox is not None:
+            salvage = self.outbox.salvage_notice()
             stats = await self.outbox.store.stats()
             depth, parked = stats.pending, stats.parked
             if stats.oldest_pending_at:
@@ -499,6 +500,7 @@ class Hub:
             catalogue_version=await self.catalogue.store.version(),
             free_disk_bytes=free.free,
             hub_version=self.version,
+            outbox_salvage=salvage,
         )
 
     def _on_txn_accepted(self) -> None:

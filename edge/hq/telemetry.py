@@ -8,7 +8,8 @@ Pure: no I/O, ``now`` comes in. The composition root supplies an async callable 
 When: once right after each connect, every ``interval_s``, and on a *significant* change once it
 has held for ``debounce_s`` (a flapping WAN is reported once it settles, not at every flap).
 Significant: the WAN state, the parked count, lanes by state, devices by status, the catalogue
-version, the hub version, and the outbox going from empty to non-empty or back. The outbox depth
+version, the hub version, the outbox going from empty to non-empty or back, and a salvage of a
+damaged outbox file. The outbox depth
 itself, its age and the free disk space move with every sale: they ride along with the next
 message instead of triggering one.
 """
@@ -44,6 +45,9 @@ class Snapshot(msgspec.Struct, kw_only=True, frozen=True):
     catalogue_version: int | None
     free_disk_bytes: int
     hub_version: str
+    outbox_salvage: str | None = None
+    """Set after the outbox file was found damaged and salvaged (what was kept, what could not
+    be read): the store's registers must re-send their journals."""
 
 
 class Telemetry(msgspec.Struct, kw_only=True):
@@ -65,6 +69,9 @@ class Telemetry(msgspec.Struct, kw_only=True):
     catalogue_version: int | None
     free_disk_bytes: int
     hub_version: str
+    outbox_salvage: str | None = None
+    """The last salvage of a damaged outbox file, while its damaged file is kept (see
+    docs/operations.md): ask the store to have its registers re-send their journals."""
 
 
 def telemetry_message(
@@ -92,6 +99,7 @@ def telemetry_message(
         catalogue_version=snapshot.catalogue_version,
         free_disk_bytes=snapshot.free_disk_bytes,
         hub_version=snapshot.hub_version,
+        outbox_salvage=snapshot.outbox_salvage,
     )
 
 
@@ -105,6 +113,7 @@ def significant(snapshot: Snapshot) -> tuple[Any, ...]:
         snapshot.catalogue_version,
         snapshot.hub_version,
         snapshot.outbox_depth > 0,
+        snapshot.outbox_salvage,
     )
 
 

@@ -148,6 +148,10 @@ def test_the_policy_debounces_a_flapping_change_and_ignores_the_depth() -> None:
     assert policy.due(snapshot(wan="down", outbox_depth=0), 20) is None
     assert policy.due(snapshot(wan="down", outbox_depth=0), 22) == "change", "emptied outbox"
     assert policy.due(down, 74) == "interval"
+    policy.published(down, 74)
+    salvaged = snapshot(wan="down", outbox_salvage="salvaged from a damaged file at ...")
+    assert policy.due(salvaged, 75) is None
+    assert policy.due(salvaged, 77) == "change", "a salvage is news for HQ"
     policy.interval_s = 5
     policy.published(down, 74)
     assert policy.due(down, 79) == "interval"

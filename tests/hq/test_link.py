@@ -358,6 +358,7 @@ async def test_telemetry_on_connect_on_change_debounced_and_on_interval(
                 "catalogue_version": 42,
                 "free_disk_bytes": 10_000_000_000,
                 "hub_version": "0.1.0",
+                "outbox_salvage": None,
             }
             status = await asyncio.wait_for(hq.status.get(), 10)
             assert status["state"] == "online"

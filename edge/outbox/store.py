@@ -340,6 +340,7 @@ class OutboxStore:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.damage = None  # a failed open's damage is the salvage's business, not the hub's
         loop = asyncio.get_running_loop()
         self._writer_done = done = loop.create_future()
         self._accepting = True

@@ -107,6 +107,7 @@ async def test_a_file_that_is_not_a_database_is_refused_at_open_not_waited_on(
     report = await store.salvage(now=T0)
     await store.open()
     try:
+        assert store.damage is None, "the hub must not stop on the damage just salvaged"
         assert (report.items_kept, report.lost_seqs, report.lost_from) == (0, [], 1)
         assert "nothing readable from seq 1 on" in report.summary()
         assert (await store.append(entry(1), now=T0)).seq == 1

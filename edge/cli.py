@@ -113,6 +113,16 @@ def _parser() -> argparse.ArgumentParser:
     ob_park.add_argument("--reason", required=True)
     ob_park.add_argument("--actor", default=None, help="who (default: your login)")
     ob_park.add_argument("--json", action="store_true")
+    ob_backup = outbox_sub.add_parser(
+        "backup", help="a consistent copy of the outbox file (the hub running or not)"
+    )
+    ob_backup.add_argument("dest", help="the copy's file name (must not exist)")
+    ob_backup.add_argument("--json", action="store_true")
+    ob_import = outbox_sub.add_parser(
+        "import", help="the undelivered sales of another hub's outbox file (a replaced hub)"
+    )
+    ob_import.add_argument("file", help="that hub's outbox file, or its `edge outbox backup`")
+    ob_import.add_argument("--json", action="store_true")
 
     from edge.lanes_cli import add_parser as add_lanes_parser
 
@@ -188,8 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         return _status(settings, args)
     if args.command == "outbox":
-        from edge.outbox_cli import run_outbox_command
+        from edge.outbox_cli import run_outbox_command, run_outbox_file_command
 
+        if args.outbox_command in ("backup", "import"):
+            return run_outbox_file_command(settings.outbox_path, args)
         return run_outbox_command(_hub_url(settings, args.url), args)
     if args.command == "lanes":
         from edge.lanes_cli import run_lanes_command

@@ -7,13 +7,17 @@ edge.cli: 0 ok, 1 problem (unknown item, wrong state), 2 usage, 3 unreachable.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import getpass
 import json
 import socket
+import sqlite3
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -32,6 +36,8 @@ from edge.api_client import (
     print_table,
     when,
 )
+from edge.outbox.store import OutboxError, OutboxStore
+from edge.outbox.transfer import Imported, backup, import_items
 
 
 def run_outbox_command(base: str, args: argparse.Namespace) -> int:
@@ -77,6 +83,48 @@ def run_outbox_command(base: str, args: argparse.Namespace) -> int:
     if code >= 400:
         return EXIT_USAGE if code == 400 else EXIT_PROBLEM
     return EXIT_OK
+
+
+def run_outbox_file_command(outbox: Path, args: argparse.Namespace) -> int:
+    """`backup` and `import`: on the files themselves, the hub running or not."""
+    console = output_console()
+    try:
+        if args.outbox_command == "backup":
+            counts = backup(outbox, Path(args.dest))
+            body: dict[str, Any] = {"file": args.dest, "items": counts}
+            text = f"{args.dest}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+        else:
+            if not Path(args.file).is_file():
+                raise FileNotFoundError(f"no file {args.file}")
+            result = asyncio.run(_import(outbox, Path(args.file)))
+            body = dataclasses.asdict(result)
+            text = (
+                f"{args.file}: {result.added} added, {result.already_here} already here"
+                + (f", {len(result.conflicts)} CONFLICTS (other content under the same txn id:"
+                   f" {', '.join(result.conflicts[:10])})" if result.conflicts else "")
+                + (f", {len(result.damaged)} damaged (seq {result.damaged[:10]})"
+                   if result.damaged else "")
+            )  # fmt: skip
+    except (OSError, sqlite3.Error, ValueError, OutboxError) as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc)}))
+        else:
+            console.print(f"edge outbox {args.outbox_command}: {exc}")
+        return EXIT_PROBLEM
+    if args.json:
+        print(json.dumps(body))
+    else:
+        console.print(text)
+    return EXIT_PROBLEM if body.get("conflicts") or body.get("damaged") else EXIT_OK
+
+
+async def _import(outbox: Path, source: Path) -> Imported:
+    store = OutboxStore(outbox)
+    await store.open()
+    try:
+        return await import_items(source, store, now=time.time())
+    finally:
+        await store.close()
 
 
 def _listed(args: argparse.Namespace) -> str:

@@ -29,6 +29,7 @@ from edge.app import Hub
 from edge.bus import Topics
 from edge.schemas import all_error_codes
 from edge.sim import HqApiSimulator, WanProxy, run_hq_api
+from edge.sim.process import write_config
 from edge.sim.registers import make_sale
 from tests.conftest import MosquittoProcess, hub_settings, lane_client, run_hub
 from tests.outbox.damage import damage_page_holding
@@ -336,6 +337,57 @@ async def test_a_damaged_outbox_is_salvaged_at_start_and_a_journal_resend_restor
     assert all(resent[txn]["seq"] == acked[txn] for txn in set(acked) - lost), "kept: same seq"
     assert all(resent[txn]["seq"] > max(acked.values()) for txn in lost), "lost: a new seq"
     assert all(hq.sim.commit_count(txn) == 1 for txn in acked), "every sale once at HQ"
+
+
+async def test_a_replaced_hub_s_backlog_reaches_hq_once_through_the_new_hub(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """The hub died with the WAN down and a backlog on its disk. `edge outbox backup` copies its
+    outbox (here while it still runs); on the new hub, already trading, `edge outbox import`
+    adds what is not there yet; the new hub delivers it. HQ gets every sale once."""
+    old_sales = [sale(n) for n in range(300, 320)]
+    new_sales = [sale(n) for n in range(320, 323)] + [old_sales[0]]  # re-sent to the new hub
+    async with run_hq_api(sim=HqApiSimulator()) as hq, WanProxy(hq.host, hq.port) as wan:
+        url = f"http://127.0.0.1:{wan.port}"
+        old = outbox_settings(tmp_path / "old", broker, url)
+        wan.mode = "refuse"
+        async with run_hub(old) as hub, lane_client(broker.port) as lane:
+            for txn in old_sales:
+                assert (await lane.request(SUBMIT, txn)).ok
+            await hub.outbox.park(old_sales[1]["txn_id"], "ana", "price check")  # type: ignore[union-attr]
+            copy = tmp_path / "usb" / "outbox-old-hub.db"
+            copy.parent.mkdir()
+            code, out = await edge_cli(old, "outbox", "backup", str(copy))
+        assert (code, out.strip()) == (0, f"{copy}: 19 pending, 1 parked, 0 delivered")
+        wan.mode = "pass"
+        new = outbox_settings(tmp_path / "new", broker, url)
+        async with run_hub(new) as hub, lane_client(broker.port) as lane:
+            for txn in new_sales:
+                assert (await lane.request(SUBMIT, txn)).ok
+            code, out = await edge_cli(new, "outbox", "import", str(copy), "--json")
+            sent = {t["txn_id"] for t in old_sales[:1] + old_sales[2:]}
+            await asyncio.wait_for(hq.wait_until(lambda s: sent <= s.committed.keys()), 20)
+            parked_keys = [i.key for i in await hub.outbox.store.list_items("parked")]  # type: ignore[union-attr]
+    assert code == 0
+    assert json.loads(out) == {"added": 19, "already_here": 1, "conflicts": [], "damaged": []}
+    held = old_sales[1]["txn_id"]  # parked on the old hub: parked on the new one, not sent
+    sent_once = [t["txn_id"] for t in old_sales + new_sales if t["txn_id"] != held]
+    assert all(hq.sim.commit_count(txn) == 1 for txn in sent_once)
+    assert hq.sim.commit_count(held) == 0
+    assert parked_keys == [held]
+
+
+async def edge_cli(settings: Any, *args: str) -> tuple[int, str]:
+    """`edge --config FILE ...` with a config naming the hub's state directory."""
+    config = settings.state_dir.parent / "edge-cli.toml"
+    write_config(config, {"store_id": "s1", "state_dir": str(settings.state_dir)})
+    process = await asyncio.create_subprocess_exec(
+        EDGE, "--config", str(config), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out = (await process.communicate())[0].decode()
+    assert process.returncode is not None
+    return process.returncode, out
 
 
 async def test_outbox_cli_human_and_json(tmp_path: Path, broker: MosquittoProcess) -> None:

@@ -13,8 +13,8 @@
 
 Errors are JSON ``{"error": {"code", "message"}}`` with 400 (bad input), 404 ``UNKNOWN_ITEM``,
 409 ``WRONG_STATE`` (the item is not in a state the action applies to) or 503 ``UNAVAILABLE``
-with Retry-After (the outbox is closed: the hub is starting or stopping; nothing was done, ask
-again).
+with Retry-After (the outbox is closed: the hub is starting or stopping, or its file is damaged
+and the hub restarts to salvage it; nothing was done, ask again).
 """
 
 from __future__ import annotations
@@ -78,8 +78,9 @@ def _error(status: int, code: str, message: str, **headers: str) -> web.Response
 async def _while_closed(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """The outbox refuses work while the hub starts or stops: a 503 the CLI and the console
-    show as such (and can retry), not a 500 that reads like a bug."""
+    """The outbox refuses work while the hub starts or stops, or once its file is damaged (the
+    hub restarts to salvage it): a 503 the CLI and the console show as such (and can retry),
+    not a 500 that reads like a bug."""
     try:
         return await handler(request)
     except (StoreClosed, StoreDamaged) as exc:

@@ -36,6 +36,7 @@ from edge.broker import BrokerSupervisor, LanSecurity
 from edge.bus import Bus, RequestContext, RpcRouter, Topics
 from edge.bus.client import Message
 from edge.bus.envelope import LaneStatus
+from edge.bus.errors import BusUnavailable
 from edge.bus.takeover import take_over_session
 from edge.catalogue.service import CatalogueService
 from edge.catalogue.source import CatalogueSource, HqCatalogueSource
@@ -503,6 +504,18 @@ class Hub:
             outbox_salvage=salvage,
         )
 
+    async def _ask_for_journals(self, outbox: OutboxService) -> None:
+        """The retained request for the registers' journals after a salvage that lost items
+        (or an empty message clearing an old one), at every connect: a broker without
+        persistence forgets retained messages when it restarts."""
+        while True:
+            await self.bus.wait_connected()
+            with contextlib.suppress(BusUnavailable):
+                await self.bus.publish(
+                    self.topics.journal_resend, outbox.resend_request(), retain=True
+                )
+            await self.bus.wait_disconnected()
+
     def _on_txn_accepted(self) -> None:
         self.metrics.outbox_accepted.inc()
         if self.outbox is not None and self.outbox.sender is not None:
@@ -594,6 +607,9 @@ class Hub:
                         started.append(tg.create_task(self.hq.run(), name="hq-link"))
                     if outbox is not None and outbox.sender is not None:
                         started.append(tg.create_task(outbox.sender.run(), name="outbox-sender"))
+                    if outbox is not None:
+                        started.append(tg.create_task(self._ask_for_journals(outbox),
+                                                      name="journal-resend"))  # fmt: skip
                     started.append(tg.create_task(self.catalogue.run(), name="catalogue"))
                     started.append(tg.create_task(self.printers.run(), name="printers"))
                     started.append(tg.create_task(self.displays.run(), name="displays"))

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from edge.bus.envelope import HubStatus, LaneStatus, Reply, Request
+from edge.bus.envelope import HubStatus, JournalResend, LaneStatus, Reply, Request
 from edge.bus.errors import ERROR_CODES
 from edge.catalogue.pricing import PricedBasket
 from edge.catalogue.service import (
@@ -58,6 +58,11 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         ),
         "lane-status.json": _schema(
             LaneStatus, "Lane presence", "Retained on store/{store}/lane/{lane}/status."
+        ),
+        "journal-resend.json": _schema(
+            JournalResend,
+            "Journal re-send request",
+            "Retained on store/{store}/hub/journal/resend after the hub lost items.",
         ),
         "hub-status.json": _schema(
             HubStatus, "Hub presence", "Retained on store/{store}/hub/status."

@@ -69,6 +69,20 @@ class HubStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
     reason: Literal["shutdown", "lost"] | None = None
 
 
+class JournalResend(msgspec.Struct, kw_only=True):
+    """Retained on ``store/{store}/hub/journal/resend`` while the hub wants the registers'
+    journals again (it salvaged a damaged outbox file and lost items); an empty retained
+    message clears it. Act on each ``id`` once."""
+
+    v: int = ENVELOPE_VERSION
+    id: str
+    since: str | None
+    """RFC 3339: re-send every transaction you handed over at or after this time, by your own
+    clock (the hub has already taken a margin off for clocks that differ); null: the whole
+    journal."""
+    reason: str
+
+
 class LaneStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A register's retained presence on ``store/{store}/lane/{lane}/status`` (its last will
     publishes ``offline``). Re-published at least every 30 s as the heartbeat."""

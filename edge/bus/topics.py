@@ -54,6 +54,11 @@ class Topics:
     def hub_status(self) -> str:
         return f"{self.root}/hub/status"
 
+    @property
+    def journal_resend(self) -> str:
+        """Retained: the hub asks the registers to re-send their journals (docs/protocol.md)."""
+        return f"{self.root}/hub/journal/resend"
+
     def hub_rpc(self, method: str) -> str:
         return f"{self.root}/hub/rpc/{segment(method, 'method')}"
 

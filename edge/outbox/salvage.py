@@ -24,9 +24,10 @@ What :func:`salvage` does, in order:
 If the hub dies in the middle, :func:`finish_interrupted` (run before every open) completes
 step 3 for a complete new file, or deletes a partial one so that the salvage starts again.
 
-Lost items are reported as seq ranges. A register's re-send of its journal restores them:
-``txn.submit`` is idempotent, so what the hub kept answers ``duplicate`` with its original seq
-and only what was lost is accepted anew (docs/operations.md).
+Lost items are reported as seq ranges, and the hub asks the registers to re-send their journals
+from just before the first loss (a retained request, docs/protocol.md): ``txn.submit`` is
+idempotent, so what the hub kept answers ``duplicate`` with its original seq and only what was
+lost is accepted anew (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -41,11 +42,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.bus.envelope import JournalResend
+
 log = logging.getLogger(__name__)
 
 BATCH = 256
 CLEAN_RUN = 64
 """Rows read one by one without an error before batches resume."""
+RESEND_MARGIN_S = 600.0
+"""Taken off the re-send time asked of the registers: their clocks and the hub's differ."""
 BLIND_PROBE = 100_000
 """How far past the last readable rowid the row-by-row walk goes when the file no longer says
 its highest rowid (neither ``max(rowid)`` nor ``sqlite_sequence`` can be read)."""
@@ -73,6 +78,14 @@ class SalvageReport:
     highest seq is unreadable too): the loss there has no known extent."""
     audit_kept: int
     audit_lost: int
+    resend_since: float | None = None
+    """When something was lost: the registers are asked to re-send their journals from this
+    time on (the last kept item before the first loss, less :data:`RESEND_MARGIN_S` for the
+    registers' clocks); None with a loss means the whole journal."""
+
+    @property
+    def needs_resend(self) -> bool:
+        return bool(self.lost_seqs) or self.lost_from is not None
 
     @property
     def items_lost(self) -> int:
@@ -80,7 +93,6 @@ class SalvageReport:
         return sum(last - first + 1 for first, last in self.lost_seqs)
 
     def summary(self) -> str:
-        when = dt.datetime.fromtimestamp(self.at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         unreadable = (
             f"{self.items_lost} unreadable (seq {_ranges_text(self.lost_seqs)})"
             if self.lost_seqs
@@ -88,11 +100,27 @@ class SalvageReport:
         )
         if self.lost_from is not None:
             unreadable += f", nothing readable from seq {self.lost_from} on"
-        # A damaged page can also drop rows without an error: the re-send is always due.
+        if self.needs_resend:
+            since = (
+                "their whole journals"
+                if self.resend_since is None
+                else f"their journals from {_utc(self.resend_since)}"
+            )
+            unreadable += f"; the registers are asked to re-send {since}"
         return (
-            f"salvaged from a damaged file at {when}: {self.items_kept} items kept "
-            f"({self.pending_kept} pending), {unreadable}; have the registers re-send their "
-            f"journals; the damaged file is {self.damaged_file}"
+            f"salvaged from a damaged file at {_utc(self.at)}: {self.items_kept} items kept "
+            f"({self.pending_kept} pending), {unreadable}; the damaged file is "
+            f"{self.damaged_file}"
+        )
+
+    def resend_request(self) -> JournalResend:
+        """The retained message on ``store/{store}/hub/journal/resend`` (docs/protocol.md)."""
+        return JournalResend(
+            id=f"salvage-{self.at:.0f}",
+            since=None
+            if self.resend_since is None
+            else dt.datetime.fromtimestamp(self.resend_since, dt.UTC).isoformat(),
+            reason="outbox salvaged",
         )
 
     def to_json(self) -> str:
@@ -106,6 +134,7 @@ class SalvageReport:
                 "lost_from": self.lost_from,
                 "audit_kept": self.audit_kept,
                 "audit_lost": self.audit_lost,
+                "resend_since": self.resend_since,
             }
         )
 
@@ -114,6 +143,10 @@ class SalvageReport:
         raw = json.loads(text)
         raw["lost_seqs"] = [(int(a), int(b)) for a, b in raw["lost_seqs"]]
         return cls(**raw)
+
+
+def _utc(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def is_damage(exc: BaseException) -> bool:
@@ -148,6 +181,13 @@ def salvage(path: Path, schema: str, *, now: float) -> SalvageReport:
             " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'items')",
             (top_seq,),
         )
+        lost = [*items_loss.rowids, *([items_loss.beyond] if items_loss.beyond else [])]
+        resend_since = None
+        if lost:
+            (before,) = out.execute(
+                "SELECT max(accepted_at) FROM items WHERE seq < ?", (min(lost),)
+            ).fetchone()
+            resend_since = None if before is None else before - RESEND_MARGIN_S
         report = SalvageReport(
             at=now,
             damaged_file=str(aside),
@@ -157,6 +197,7 @@ def salvage(path: Path, schema: str, *, now: float) -> SalvageReport:
             lost_from=items_loss.beyond,
             audit_kept=audit_kept,
             audit_lost=len(audit_loss.rowids) + (audit_loss.beyond is not None),
+            resend_since=resend_since,
         )
         # Written last, in the same commit: its presence says the new file is complete.
         out.execute(

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from edge.metrics import Metrics
 from edge.outbox.intake import DiskGuard
 from edge.outbox.salvage import finish_interrupted
@@ -59,6 +61,14 @@ class OutboxService:
         if report is None or not Path(report.damaged_file).exists():
             return None
         return report.summary()
+
+    def resend_request(self) -> bytes:
+        """The retained request for the registers' journals while a salvage that lost items
+        is current (see :meth:`salvage_notice`); empty (clears it) otherwise."""
+        report = self.store.salvage_report
+        if self.salvage_notice() is None or report is None or not report.needs_resend:
+            return b""
+        return msgspec.json.encode(report.resend_request())
 
     async def status(self) -> dict[str, Any]:
         stats = await self.store.stats()

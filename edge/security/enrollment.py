@@ -147,6 +147,7 @@ def render_acl(topics: Topics, hub_user: str, grants: list[Grant]) -> str:
             lines.append(f"topic readwrite {root}/device/{grant.name}/#")
         lines += [
             f"topic read {root}/hub/status",
+            f"topic read {root}/hub/journal/resend",
             f"topic read {root}/catalogue/version",
             f"topic read {root}/device/+/status",
             "",

@@ -3,7 +3,10 @@ a well-behaved register does (used by the demo, the tests and the benchmarks).
 
 A :class:`SimLane` keeps every transaction it rang up until the hub acknowledged it, and
 re-sends on timeout or a retryable error, forever (a register's journal): so after any crash,
-restart or outage, ``acked`` is exactly the set of transactions the hub promised to keep.
+restart or outage, ``acked`` is exactly the set of transactions the hub promised to keep. It
+also keeps what was acknowledged (the last :data:`JOURNAL_KEPT`), and re-sends it from the
+time the hub asks on ``store/{store}/hub/journal/resend`` (after the hub salvaged a damaged
+outbox file), once per request id: docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from edge.bus import Requester, Topics
+from edge.bus.client import Message
 from edge.bus.errors import BusError
 
 log = logging.getLogger(__name__)
 
 CENT = Decimal("0.01")
+JOURNAL_KEPT = 20_000
 CATALOGUE = [
     ("SKU-COFFEE-250", "Coffee beans 250 g", Decimal("4.50"), Decimal("0.07")),
     ("SKU-MUG", "Mug", Decimal("9.90"), Decimal("0.19")),
@@ -113,6 +118,8 @@ class LaneStats:
     latencies_ms: list[float] = field(default_factory=list)
     printed: int = 0
     """Receipts the hub answered as printed (a duplicate answer counts once)."""
+    journal_resent: int = 0
+    """Acknowledged sales sent again because the hub asked for the journal."""
     print_errors: dict[str, int] = field(default_factory=dict)
     """Print refusals by code (paper out, offline, ...): the cashier would be told."""
 
@@ -149,6 +156,12 @@ class SimLane:
         self.device_id = f"SIM-{store_id}-{lane_id}".upper()
         self.stats = LaneStats()
         self.stop = asyncio.Event()
+        self.receipts = 0
+        """The receipt counter: it goes on across runs, as a register's does."""
+        self.journal: dict[str, tuple[float, dict[str, Any]]] = {}
+        """Acknowledged sales by txn id: (when handed over, by this register's clock; sale)."""
+        self._resend_requests: asyncio.Queue[Message] | None = None
+        self._resends_done: set[str] = set()
 
     async def run(self, count: int | None = None) -> LaneStats:
         """Ring up sales until ``count`` are acknowledged or :attr:`stop` is set.
@@ -156,7 +169,6 @@ class SimLane:
         One MQTT connection for the lane's life, as a register keeps one: it announces the lane
         online (retained, with a retained last will ``offline``) and re-connects after any
         loss, re-sending the sale in hand (a register's journal)."""
-        number = 0
         pending: dict[str, Any] | None = None
         attempt = 0
         while not self.stop.is_set() and (count is None or len(self.stats.acked) < count):
@@ -167,15 +179,16 @@ class SimLane:
                         count is None or len(self.stats.acked) < count
                     ):
                         if pending is None:
-                            number += 1
+                            self.receipts += 1
                             pending = make_sale(
                                 store_id=self._store_id,
                                 lane_id=self.lane_id,
-                                number=number,
+                                number=self.receipts,
                                 rng=self._rng,
                                 txn_prefix=self._prefix,
                             )
                             self.stats.rung += 1
+                        await self._resend_journal_if_asked(requester)
                         if await self._submit(requester, pending):
                             if self._printer and pending["txn_id"] in self.stats.acked:
                                 await self._print(requester, pending)
@@ -197,16 +210,41 @@ class SimLane:
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[Requester]:
         status = self._topics.lane_status(self.lane_id)
-        async with Requester(
-            self._host,
-            self._port,
-            client_id=f"sim-{self._store_id}-{self.lane_id}",
-            reply_topic=self._topics.lane_reply(self.lane_id),
-            will=(status, _status("offline", reason="lost")),
-            tls=self._tls,
-        ) as requester:
+        async with (
+            Requester(
+                self._host,
+                self._port,
+                client_id=f"sim-{self._store_id}-{self.lane_id}",
+                reply_topic=self._topics.lane_reply(self.lane_id),
+                will=(status, _status("offline", reason="lost")),
+                tls=self._tls,
+            ) as requester,
+            requester.subscription(self._topics.journal_resend) as requests,
+        ):
+            self._resend_requests = requests
             await requester.publish(status, _status("online", device=self.device_id), retain=True)
             yield requester
+
+    async def _resend_journal_if_asked(self, requester: Requester) -> None:
+        """Between two sales: a new re-send request from the hub is answered by sending the
+        journal again from its ``since`` (all of it when null), oldest first."""
+        queue = self._resend_requests
+        while queue is not None and not queue.empty():
+            message = queue.get_nowait()
+            try:
+                request = json.loads(message.payload) if message.payload else None
+            except ValueError:
+                continue
+            if not isinstance(request, dict) or request.get("id") in self._resends_done:
+                continue
+            since = request.get("since")
+            start = dt.datetime.fromisoformat(since).timestamp() if since else 0.0
+            for handed_at, txn in sorted(self.journal.values(), key=lambda entry: entry[0]):
+                if handed_at >= start:
+                    while not await self._submit(requester, txn):
+                        pass
+                    self.stats.journal_resent += 1
+            self._resends_done.add(request["id"])
 
     async def _submit(self, requester: Requester, txn: dict[str, Any]) -> bool:
         """One request; True once the sale is acknowledged or refused for good. Connection
@@ -221,6 +259,9 @@ class SimLane:
         if reply.ok:
             self.stats.latencies_ms.append((asyncio.get_running_loop().time() - started) * 1000)
             self.stats.acked.add(txn["txn_id"])
+            self.journal.setdefault(txn["txn_id"], (dt.datetime.now(dt.UTC).timestamp(), txn))
+            if len(self.journal) > JOURNAL_KEPT:
+                del self.journal[next(iter(self.journal))]
             return True
         assert reply.error is not None
         if not reply.error.retryable:

@@ -30,7 +30,7 @@ from edge.bus import Topics
 from edge.schemas import all_error_codes
 from edge.sim import HqApiSimulator, WanProxy, run_hq_api
 from edge.sim.process import write_config
-from edge.sim.registers import make_sale
+from edge.sim.registers import SimLane, make_sale
 from tests.conftest import MosquittoProcess, hub_settings, lane_client, run_hub
 from tests.outbox.damage import damage_page_holding
 from tests.schemas import validate_reply
@@ -327,7 +327,7 @@ async def test_a_damaged_outbox_is_salvaged_at_start_and_a_journal_resend_restor
             await asyncio.wait_for(hq.wait_until(lambda s: set(acked) <= s.committed.keys()), 20)
     assert ready["ready"] is True
     assert status["salvage"] is not None
-    assert "have the registers re-send their journals" in status["salvage"]
+    assert "the registers are asked to re-send their journals from" in status["salvage"]
     assert status["salvage"] in ready["checks"]["outbox"]["detail"]
     assert all(reply.ok for reply in replies)
     resent = {t["txn_id"]: r.data for t, r in zip(journal, replies, strict=True)}
@@ -337,6 +337,53 @@ async def test_a_damaged_outbox_is_salvaged_at_start_and_a_journal_resend_restor
     assert all(resent[txn]["seq"] == acked[txn] for txn in set(acked) - lost), "kept: same seq"
     assert all(resent[txn]["seq"] > max(acked.values()) for txn in lost), "lost: a new seq"
     assert all(hq.sim.commit_count(txn) == 1 for txn in acked), "every sale once at HQ"
+
+
+async def test_after_a_salvage_the_hub_asks_the_registers_for_their_journals(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """No technician: the salvaged hub publishes a retained re-send request from just before
+    the first loss; a register (the simulator, as docs/protocol.md asks) re-sends its journal
+    from then, and HQ ends with every acknowledged sale once. Once the damaged file is removed
+    the request is cleared."""
+    lanes = [SimLane(host="127.0.0.1", port=broker.port, store_id="s1", lane_id=f"lane-{n}",
+                     seed=n, timeout_s=2.0) for n in (1, 2)]  # fmt: skip
+    async with run_hq_api(sim=HqApiSimulator()) as hq, WanProxy(hq.host, hq.port) as wan:
+        settings = outbox_settings(tmp_path, broker, f"http://127.0.0.1:{wan.port}")
+        wan.mode = "refuse"
+        async with run_hub(settings):
+            await asyncio.gather(*(lane.run(count=40) for lane in lanes))
+        acked = set().union(*(lane.stats.acked for lane in lanes))
+        victim = sorted(lanes[0].stats.acked)[20]
+        damage_page_holding(settings.outbox_path, f'"txn_id":"{victim}"'.encode())
+        wan.mode = "pass"
+        async with run_hub(settings) as hub:
+            assert hub.outbox is not None
+            report = hub.outbox.store.salvage_report
+            await asyncio.gather(*(lane.run(count=41) for lane in lanes))
+            await asyncio.wait_for(hq.wait_until(lambda s: acked <= s.committed.keys()), 20)
+            async with (
+                lane_client(broker.port) as probe,
+                probe.subscription(TOPICS.journal_resend) as retained,
+            ):
+                request = json.loads((await asyncio.wait_for(retained.get(), 5)).payload)
+        assert report is not None
+        Path(report.damaged_file).unlink()  # the technician, done with it
+        async with (
+            lane_client(broker.port) as probe,
+            probe.subscription(TOPICS.journal_resend) as retained,
+        ):
+            still = await asyncio.wait_for(retained.get(), 5)  # retained from the last start
+            async with run_hub(settings):
+                cleared = await asyncio.wait_for(retained.get(), 5)
+    assert report.needs_resend
+    assert request == {"v": 1, "id": f"salvage-{report.at:.0f}", "reason": "outbox salvaged",
+                       "since": request["since"]}  # fmt: skip
+    assert all(hq.sim.commit_count(txn) == 1 for txn in acked), "every acked sale once"
+    assert lanes[0].stats.journal_resent > 0
+    assert request["since"] is not None, "from just before the loss (salvage tests: when)"
+    assert json.loads(still.payload) == request
+    assert (cleared.payload, cleared.retain) == (b"", False), "cleared, live to a subscriber"
 
 
 async def test_a_replaced_hub_s_backlog_reaches_hq_once_through_the_new_hub(

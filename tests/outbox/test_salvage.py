@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from edge.outbox.salvage import finish_interrupted
+from edge.outbox.salvage import RESEND_MARGIN_S, finish_interrupted
 from edge.outbox.store import Entry, OutboxStore, StoreDamaged
 from edge.sim.process import HubProcess, write_config
 from tests.conftest import MosquittoProcess
@@ -68,6 +68,10 @@ async def test_a_damaged_page_is_found_at_open_and_every_readable_item_is_kept(
         lost = {seq for first, last in report.lost_seqs for seq in range(first, last + 1)}
         after = all_rows(path)
         assert 201 in lost, "k0200 (seq 201) was on the damaged page"
+        # The registers are asked for their journals from the last item kept before the loss
+        # (accepted at T0 + seq - 1), less the margin for their clocks.
+        assert report.resend_since == T0 + min(lost) - 2 - RESEND_MARGIN_S
+        assert report.resend_request().since == "2027-01-15T07:53:19+00:00"
         assert 0 < len(lost) <= 10, "one page of ~700-byte items"
         assert {seq: before[seq] for seq in after} == after, "kept rows are the rows, unchanged"
         assert set(after) | lost == set(before), "every item is kept or named as lost"
@@ -109,6 +113,7 @@ async def test_a_file_that_is_not_a_database_is_refused_at_open_not_waited_on(
     try:
         assert store.damage is None, "the hub must not stop on the damage just salvaged"
         assert (report.items_kept, report.lost_seqs, report.lost_from) == (0, [], 1)
+        assert (report.needs_resend, report.resend_request().since) == (True, None), "all"
         assert "nothing readable from seq 1 on" in report.summary()
         assert (await store.append(entry(1), now=T0)).seq == 1
     finally:

@@ -181,6 +181,7 @@ async def test_acl_matrix_the_broker_denies_every_cross_lane_publish_and_subscri
         (lane1, T.lane_status("lane-2")),
         (lane1, T.device_status("printer-1")),
         (lane1, T.hub_status),
+        (lane1, T.journal_resend),  # no register may ask the others for their journals
         (lane1, "store/other-store/lane/lane-1/rpc/txn.submit"),
         (printer, T.lane_rpc("lane-1", "txn.submit")),
         (printer, T.device_status("printer-2")),
@@ -200,11 +201,14 @@ async def test_acl_matrix_the_broker_denies_every_cross_lane_publish_and_subscri
         for pattern in (T.lane_reply("lane-2"), "#", f"{T.root}/lane/+/reply"):
             await device.subscribe(pattern, qos=1)
         await device.subscribe(T.lane_reply("lane-1"), qos=1)
+        await device.subscribe(T.journal_resend, qos=1)
         await hub_side.publish(T.lane_reply("lane-2"), b"not yours", qos=1)
         await hub_side.publish(T.lane_rpc("lane-2", "txn.submit"), b"not yours", qos=1)
+        await hub_side.publish(T.journal_resend, b"the hub asks", qos=1)
         await hub_side.publish(T.lane_reply("lane-1"), b"sentinel", qos=1)
         seen = await received_until(device, b"sentinel")
         assert [p for _, p in seen if p == b"not yours"] == []
+        assert (T.journal_resend, b"the hub asks") in seen, "every register reads the request"
 
 
 async def item_status(hub: Hub, creds: DeviceCredentials) -> int:

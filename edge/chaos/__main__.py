@@ -19,7 +19,8 @@ def parse_args(argv: list[str]) -> tuple[ChaosOptions, Path | None]:
     parser = argparse.ArgumentParser(
         prog="python -m edge.chaos",
         description="A store under randomized faults (hub SIGKILLs, broker restarts, WAN flaps, "
-        "cloud faults, a full disk, lanes switched off), then the promise checked.",
+        "cloud faults, a full disk, lanes switched off, a damaged outbox file), then the "
+        "promise checked.",
     )
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of faults")
     parser.add_argument("--seed", type=int, default=1, help="the schedule's seed")
@@ -28,7 +29,7 @@ def parse_args(argv: list[str]) -> tuple[ChaosOptions, Path | None]:
         "--faults",
         default="all",
         help="comma-separated kinds: hub_kill, broker_restart, wan_flap, cloud_fault, "
-        "disk_full, lane_flap, rejection (default: all)",
+        "disk_full, lane_flap, rejection, disk_damage (default: all)",
     )
     parser.add_argument("--rate", type=float, default=12.0, help="faults per minute, all kinds")
     parser.add_argument("--sale-every", type=float, default=0.5, help="mean s between sales")

@@ -67,6 +67,7 @@ import msgspec
 
 from edge.broker import find_mosquitto, wait_for_port
 from edge.bus import Requester, Topics
+from edge.bus.client import Message
 from edge.bus.errors import BusError
 from edge.catalogue.store import CatalogueStore
 from edge.chaos.invariants import Catalogue, OutboxRecord, Records, Tally, check
@@ -75,10 +76,11 @@ from edge.chaos.schedule import DEFAULT_KINDS, Episode, FaultKind, draw_schedule
 from edge.demo import NetSuiteCloud
 from edge.settings import settings_from_dict
 from edge.sim.catalogue_follower import FeedFollower, FeedRefused, IncompleteFeed, hub_records
+from edge.sim.damage import damage_a_page
 from edge.sim.netsuite.faults import FaultPlan, FaultProfile
 from edge.sim.netsuite.server import NetSuiteSim, run_netsuite_sim
 from edge.sim.process import HubProcess
-from edge.sim.registers import CATALOGUE, make_sale
+from edge.sim.registers import CATALOGUE, Journal, make_sale
 from edge.sim.wan_proxy import WanProxy
 from edge.uplink.netsuite.mapping import external_id
 
@@ -330,9 +332,10 @@ class SupervisedHub:
             self.ready.set()
             return
 
-    async def kill(self, down_s: float) -> None:
+    async def kill(self, down_s: float, while_down: Callable[[], object] | None = None) -> None:
         """SIGKILL whatever hub process is there (counted in :attr:`kills`); keep it down
-        ``down_s``."""
+        ``down_s``. ``while_down`` runs (in a thread) once the process it killed is gone, and
+        only then: nothing else has the hub's files open."""
         proc = self.process.process
         alive = proc is not None and proc.returncode is None
         self._down += 1
@@ -342,6 +345,9 @@ class SupervisedHub:
                 assert proc is not None
                 proc.send_signal(signal.SIGKILL)
                 self.kills += 1
+                if while_down is not None:
+                    await proc.wait()
+                    await asyncio.to_thread(while_down)
             await asyncio.sleep(down_s)
         finally:
             self._down -= 1
@@ -373,6 +379,8 @@ class LaneFigures:
     resends: int = 0
     retryable_errors: Counter[str] = field(default_factory=Counter)
     power_cycles: int = 0
+    journal_resent: int = 0
+    """Acknowledged sales sent again because the hub asked (after a salvage)."""
 
 
 class ChaosLane:
@@ -408,6 +416,8 @@ class ChaosLane:
         self.closing = False
         self.figures = LaneFigures()
         self.follower = FeedFollower(hub_url, lane_id)
+        self.journal = Journal()
+        self._resend_requests: asyncio.Queue[Message] | None = None
 
     def txn_id(self, number: int) -> str:
         """The id of the lane's sale ``number`` (as :func:`make_sale` names it)."""
@@ -437,6 +447,9 @@ class ChaosLane:
                                 rng=self._rng,
                             )
                             self.figures.rung.add(self.pending["txn_id"])
+                        self.figures.journal_resent += await self.journal.answer(
+                            self._resend_requests, lambda txn: self._submit(requester, txn)
+                        )
                         if await self._submit(requester, self.pending):
                             self.pending = None
                             if not self.closing:
@@ -452,14 +465,18 @@ class ChaosLane:
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[Requester]:
         status = self._topics.lane_status(self.lane_id)
-        async with Requester(
-            self._broker.host,
-            self._broker.port,
-            client_id=f"chaos-{self.lane_id}",
-            reply_topic=self._topics.lane_reply(self.lane_id),
-            will=(status, _status("offline", reason="lost")),
-            keepalive=5,
-        ) as requester:
+        async with (
+            Requester(
+                self._broker.host,
+                self._broker.port,
+                client_id=f"chaos-{self.lane_id}",
+                reply_topic=self._topics.lane_reply(self.lane_id),
+                will=(status, _status("offline", reason="lost")),
+                keepalive=5,
+            ) as requester,
+            requester.subscription(self._topics.journal_resend) as requests,
+        ):
+            self._resend_requests = requests
             await requester.publish(status, _status("online", device=self.device_id), retain=True)
             yield requester
 
@@ -473,6 +490,7 @@ class ChaosLane:
             return False
         if reply.ok:
             self.figures.acked.add(txn["txn_id"])
+            self.journal.record(txn)
             return True
         assert reply.error is not None
         if not reply.error.retryable:
@@ -895,6 +913,13 @@ class ChaosRun:
                 await asyncio.sleep(duration)
             finally:
                 switch_on(lane)
+        elif kind is FaultKind.DISK_DAMAGE:
+            outbox = disk.path / "outbox.db"
+            pages: list[int | None] = []
+            try:
+                await hub.kill(duration, lambda: pages.append(damage_a_page(outbox, self._rng)))
+            finally:
+                self.injected[label] += sum(1 for page in pages if page is not None)
         elif kind is FaultKind.REJECTION:
             assert episode.lane is not None
             lane = lanes[episode.lane]
@@ -1098,6 +1123,7 @@ class ChaosRun:
                 "resends": sum(lane.figures.resends for lane in lanes),
                 "retryable_errors": dict(retryable),
                 "power_cycles": sum(lane.figures.power_cycles for lane in lanes),
+                "journal_resent": sum(lane.figures.journal_resent for lane in lanes),
                 "not_acked_at_end": sum(1 for lane in lanes if lane.pending is not None),
             },
             "cloud": {

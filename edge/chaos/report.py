@@ -52,6 +52,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         ("still pending after the drain", str(t["stuck"]), t["stuck"] == 0),
         ("drain time", "not in time" if drain is None else f"{drain:.1f} s", drain is not None),
         ("lane re-sends (journal)", str(lanes["resends"]), True),
+        ("sales re-sent on the hub's request", str(lanes["journal_resent"]), True),
         (
             "retryable refusals seen by lanes",
             ", ".join(f"{k} {v}" for k, v in lanes["retryable_errors"].items()) or "0",

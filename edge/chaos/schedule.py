@@ -43,6 +43,10 @@ class FaultKind(enum.StrEnum):
     REJECTION = "rejection"
     """The cloud is told to refuse a sale lane ``lane`` will ring up ``ahead`` sales from now
     (a business rule): it must end parked on the hub, with the cloud's error."""
+    DISK_DAMAGE = "disk_damage"
+    """SIGKILL of the hub, one page of its outbox file overwritten (a bad sector) while it is
+    down for ``duration_s``: it salvages the file at its start and asks the lanes for their
+    journals from just before what it lost."""
 
 
 DEFAULT_KINDS: tuple[FaultKind, ...] = tuple(FaultKind)
@@ -63,6 +67,7 @@ VARIANTS: dict[FaultKind, tuple[str, ...]] = {
     FaultKind.DISK_FULL: ("below_floor", "full"),
     FaultKind.LANE_FLAP: ("off",),
     FaultKind.REJECTION: ("business_rule",),
+    FaultKind.DISK_DAMAGE: ("bad_sector",),
 }
 
 #: (shortest, longest) episode in seconds: how long the fault lasts, or the down time.
@@ -74,6 +79,7 @@ DURATIONS: dict[FaultKind, tuple[float, float]] = {
     FaultKind.DISK_FULL: (2.0, 10.0),
     FaultKind.LANE_FLAP: (1.0, 10.0),
     FaultKind.REJECTION: (0.0, 0.0),
+    FaultKind.DISK_DAMAGE: (0.0, 2.0),
 }
 
 

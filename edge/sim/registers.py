@@ -18,13 +18,16 @@ import json
 import logging
 import random
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+import msgspec
+
 from edge.bus import Requester, Topics
 from edge.bus.client import Message
+from edge.bus.envelope import JournalResend
 from edge.bus.errors import BusError
 
 log = logging.getLogger(__name__)
@@ -124,6 +127,48 @@ class LaneStats:
     """Print refusals by code (paper out, offline, ...): the cashier would be told."""
 
 
+class Journal:
+    """A register's journal of acknowledged sales (the last :data:`JOURNAL_KEPT`), and its
+    answer to the hub's re-send request (docs/protocol.md, ``txn.submit``): every sale handed
+    over at or after ``since``, oldest first, once per request id."""
+
+    def __init__(self) -> None:
+        self.sales: dict[str, tuple[float, dict[str, Any]]] = {}
+        """By txn id: (when handed over, by this register's clock; the sale)."""
+        self._answered: set[str] = set()
+
+    def record(self, txn: dict[str, Any]) -> None:
+        self.sales.setdefault(txn["txn_id"], (dt.datetime.now(dt.UTC).timestamp(), txn))
+        if len(self.sales) > JOURNAL_KEPT:
+            del self.sales[next(iter(self.sales))]
+
+    async def answer(
+        self,
+        requests: asyncio.Queue[Message] | None,
+        submit: Callable[[dict[str, Any]], Awaitable[bool]],
+    ) -> int:
+        """Act on the requests queued (``submit`` until it returns True: acknowledged or
+        refused for good); returns how many sales were sent again. A connection error
+        propagates: the request is answered again, whole, after the reconnect (it is
+        retained)."""
+        sent = 0
+        while requests is not None and not requests.empty():
+            try:
+                request = msgspec.json.decode(requests.get_nowait().payload, type=JournalResend)
+            except msgspec.DecodeError:
+                continue  # empty (nothing asked) or not for us
+            if request.id in self._answered:
+                continue
+            start = dt.datetime.fromisoformat(request.since).timestamp() if request.since else 0
+            for handed_at, txn in sorted(self.sales.values(), key=lambda entry: entry[0]):
+                if handed_at >= start:
+                    while not await submit(txn):
+                        pass
+                    sent += 1
+            self._answered.add(request.id)
+        return sent
+
+
 class SimLane:
     """One register: rings up ``count`` sales (or until stopped), at ``interval_s`` apart."""
 
@@ -158,10 +203,8 @@ class SimLane:
         self.stop = asyncio.Event()
         self.receipts = 0
         """The receipt counter: it goes on across runs, as a register's does."""
-        self.journal: dict[str, tuple[float, dict[str, Any]]] = {}
-        """Acknowledged sales by txn id: (when handed over, by this register's clock; sale)."""
+        self.journal = Journal()
         self._resend_requests: asyncio.Queue[Message] | None = None
-        self._resends_done: set[str] = set()
 
     async def run(self, count: int | None = None) -> LaneStats:
         """Ring up sales until ``count`` are acknowledged or :attr:`stop` is set.
@@ -188,7 +231,9 @@ class SimLane:
                                 txn_prefix=self._prefix,
                             )
                             self.stats.rung += 1
-                        await self._resend_journal_if_asked(requester)
+                        self.stats.journal_resent += await self.journal.answer(
+                            self._resend_requests, lambda txn: self._submit(requester, txn)
+                        )
                         if await self._submit(requester, pending):
                             if self._printer and pending["txn_id"] in self.stats.acked:
                                 await self._print(requester, pending)
@@ -225,27 +270,6 @@ class SimLane:
             await requester.publish(status, _status("online", device=self.device_id), retain=True)
             yield requester
 
-    async def _resend_journal_if_asked(self, requester: Requester) -> None:
-        """Between two sales: a new re-send request from the hub is answered by sending the
-        journal again from its ``since`` (all of it when null), oldest first."""
-        queue = self._resend_requests
-        while queue is not None and not queue.empty():
-            message = queue.get_nowait()
-            try:
-                request = json.loads(message.payload) if message.payload else None
-            except ValueError:
-                continue
-            if not isinstance(request, dict) or request.get("id") in self._resends_done:
-                continue
-            since = request.get("since")
-            start = dt.datetime.fromisoformat(since).timestamp() if since else 0.0
-            for handed_at, txn in sorted(self.journal.values(), key=lambda entry: entry[0]):
-                if handed_at >= start:
-                    while not await self._submit(requester, txn):
-                        pass
-                    self.stats.journal_resent += 1
-            self._resends_done.add(request["id"])
-
     async def _submit(self, requester: Requester, txn: dict[str, Any]) -> bool:
         """One request; True once the sale is acknowledged or refused for good. Connection
         errors propagate (the caller reconnects and sends it again)."""
@@ -259,9 +283,7 @@ class SimLane:
         if reply.ok:
             self.stats.latencies_ms.append((asyncio.get_running_loop().time() - started) * 1000)
             self.stats.acked.add(txn["txn_id"])
-            self.journal.setdefault(txn["txn_id"], (dt.datetime.now(dt.UTC).timestamp(), txn))
-            if len(self.journal) > JOURNAL_KEPT:
-                del self.journal[next(iter(self.journal))]
+            self.journal.record(txn)
             return True
         assert reply.error is not None
         if not reply.error.retryable:

@@ -29,10 +29,10 @@ from edge.app import Hub
 from edge.bus import Topics
 from edge.schemas import all_error_codes
 from edge.sim import HqApiSimulator, WanProxy, run_hq_api
+from edge.sim.damage import damage_page_holding
 from edge.sim.process import write_config
 from edge.sim.registers import SimLane, make_sale
 from tests.conftest import MosquittoProcess, hub_settings, lane_client, run_hub
-from tests.outbox.damage import damage_page_holding
 from tests.schemas import validate_reply
 
 TOPICS = Topics("s1")

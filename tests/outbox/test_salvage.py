@@ -16,9 +16,9 @@ import pytest
 
 from edge.outbox.salvage import RESEND_MARGIN_S, finish_interrupted
 from edge.outbox.store import Entry, OutboxStore, StoreDamaged
+from edge.sim.damage import damage_page_holding
 from edge.sim.process import HubProcess, write_config
 from tests.conftest import MosquittoProcess
-from tests.outbox.damage import damage_page_holding
 
 T0 = 1_800_000_000.0
 COUNT = 300

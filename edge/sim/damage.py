@@ -1,0 +1,52 @@
+"""Damage to an SQLite file as a bad sector or a lying disk leaves it: one page overwritten
+with 0xFF bytes (the salvage tests and the chaos suite's ``disk_damage`` fault)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sqlite3
+from pathlib import Path
+
+
+def page_size(data: bytes) -> int:
+    size = int.from_bytes(data[16:18], "big")
+    return 65536 if size == 1 else size
+
+
+def overwrite_page(path: Path, page: int) -> None:
+    """Overwrite page ``page`` (1-based) of the SQLite file ``path``."""
+    with path.open("r+b") as file:
+        size = page_size(file.read(100))
+        file.seek((page - 1) * size)
+        file.write(b"\xff" * size)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def damage_page_holding(path: Path, marker: bytes) -> int:
+    """Overwrite the page that holds ``marker`` (its first occurrence); returns its number.
+    The file must have been closed cleanly, so that its WAL is checkpointed into it."""
+    data = path.read_bytes()
+    page = data.index(marker) // page_size(data) + 1
+    overwrite_page(path, page)
+    return page
+
+
+def damage_a_page(path: Path, rng: random.Random) -> int | None:
+    """Checkpoint the file's WAL into it (what a hub does as it runs: until then a young file
+    holds nothing but its header), then overwrite one page drawn from ``rng``, never the first
+    (the header and the schema: a file SQLite would not open at all is a test of its own);
+    None for a file of one page."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = path.read_bytes()[:100]
+    if len(data) < 100:
+        return None
+    pages = path.stat().st_size // page_size(data)
+    if pages < 2:
+        return None
+    page = rng.randint(2, pages)
+    overwrite_page(path, page)
+    return page

@@ -115,13 +115,7 @@ class SalvageReport:
 
     def resend_request(self) -> JournalResend:
         """The retained message on ``store/{store}/hub/journal/resend`` (docs/protocol.md)."""
-        return JournalResend(
-            id=f"salvage-{self.at:.0f}",
-            since=None
-            if self.resend_since is None
-            else dt.datetime.fromtimestamp(self.resend_since, dt.UTC).isoformat(),
-            reason="outbox salvaged",
-        )
+        return journal_request(f"salvage-{self.at:.0f}", self.resend_since, "outbox salvaged")
 
     def to_json(self) -> str:
         return json.dumps(
@@ -143,6 +137,20 @@ class SalvageReport:
         raw = json.loads(text)
         raw["lost_seqs"] = [(int(a), int(b)) for a, b in raw["lost_seqs"]]
         return cls(**raw)
+
+
+def journal_request(request_id: str, since: float | None, reason: str) -> JournalResend:
+    """A request for the registers' journals from ``since`` (epoch seconds; None: all)."""
+    when = None if since is None else dt.datetime.fromtimestamp(since, dt.UTC).isoformat()
+    return JournalResend(id=request_id, since=when, reason=reason)
+
+
+def merged(requests: list[JournalResend]) -> JournalResend:
+    """One request covering several: the earliest ``since`` (null, the whole journal, first)."""
+    starts = [r.since for r in requests if r.since is not None]
+    since = min(starts, key=dt.datetime.fromisoformat) if len(starts) == len(requests) else None
+    return JournalResend(id="+".join(r.id for r in requests), since=since,
+                         reason="; ".join(r.reason for r in requests))  # fmt: skip
 
 
 def _utc(epoch: float) -> str:

@@ -16,7 +16,7 @@ import msgspec
 
 from edge.metrics import Metrics
 from edge.outbox.intake import DiskGuard
-from edge.outbox.salvage import finish_interrupted
+from edge.outbox.salvage import RESEND_MARGIN_S, finish_interrupted, journal_request, merged
 from edge.outbox.sender import Sender
 from edge.outbox.store import Item, OutboxStore, Status, StoreDamaged
 
@@ -42,17 +42,24 @@ class OutboxService:
         self._metrics = metrics
         self._clock = clock
         self._monotonic = monotonic
+        self._opened_at = 0.0
 
     async def open(self) -> None:
         """Open the store. A damaged file is salvaged first (edge.outbox.salvage): the hub
         starts on every item that could be read, and says what could not."""
+        self._opened_at = self._clock()
         await asyncio.to_thread(finish_interrupted, self.store.path)
         try:
-            await self.store.open()
+            await self.store.open(mark_running=True)
         except StoreDamaged as exc:
             log.error("outbox: %s; salvaging what can be read", exc)
             await self.store.salvage(now=self._clock())
-            await self.store.open()
+            await self.store.open(mark_running=True)
+        if self.store.unclean_stop is not None:
+            log.warning(
+                "outbox: the last run ended without closing the outbox; the registers are "
+                "asked to re-send their journals from the last sale it holds"
+            )
 
     def salvage_notice(self) -> str | None:
         """The last salvage, while its damaged file is still on disk (a technician removes
@@ -63,12 +70,19 @@ class OutboxService:
         return report.summary()
 
     def resend_request(self) -> bytes:
-        """The retained request for the registers' journals while a salvage that lost items
-        is current (see :meth:`salvage_notice`); empty (clears it) otherwise."""
+        """The retained request for the registers' journals (docs/protocol.md), or empty
+        (clearing an old one). Asked while a salvage that lost items is current (see
+        :meth:`salvage_notice`), and for this run when the last one ended without closing the
+        store: a lying disk or a bad sector in the WAL's tail loses the last commits without
+        an error, so the journals are asked from the last sale the hub still holds."""
+        asks = []
         report = self.store.salvage_report
-        if self.salvage_notice() is None or report is None or not report.needs_resend:
-            return b""
-        return msgspec.json.encode(report.resend_request())
+        if report is not None and report.needs_resend and self.salvage_notice() is not None:
+            asks.append(report.resend_request())
+        if (unclean := self.store.unclean_stop) is not None:
+            since = unclean.last_accepted_at - RESEND_MARGIN_S
+            asks.append(journal_request(f"restart-{self._opened_at:.0f}", since, "unclean stop"))
+        return msgspec.json.encode(merged(asks)) if asks else b""
 
     async def status(self) -> dict[str, Any]:
         stats = await self.store.stats()

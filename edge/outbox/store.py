@@ -48,6 +48,7 @@ Errors::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -288,6 +289,24 @@ def _find(db: sqlite3.Connection, ref: str) -> Item | None:
     return _item(rows[0]) if rows else None
 
 
+@dataclass(frozen=True)
+class UncleanStop:
+    """The last run of the hub ended without closing its store. A disk that lies about fsync,
+    or a bad sector in the WAL's tail, loses the last commits without SQLite noticing: the
+    hub cannot tell, so it asks the registers for their journals from the last sale it holds
+    (edge.outbox.service)."""
+
+    last_accepted_at: float
+
+
+def _mark_running(db: sqlite3.Connection) -> UncleanStop | None:
+    """On the writer: what the last run left (see :class:`UncleanStop`), then this run's mark."""
+    unclean = db.execute("SELECT 1 FROM meta WHERE name = 'running'").fetchone() is not None
+    (last,) = db.execute("SELECT max(accepted_at) FROM items").fetchone()
+    db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('running', '1')")
+    return UncleanStop(last) if unclean and last is not None else None
+
+
 def _salvage_report(db: sqlite3.Connection) -> SalvageReport | None:
     row = db.execute("SELECT value FROM meta WHERE name = 'salvage'").fetchone()
     return None if row is None else SalvageReport.from_json(row["value"])
@@ -329,6 +348,10 @@ class OutboxStore:
         self._stats_pool = ThreadPoolExecutor(1, thread_name_prefix="outbox-stats")
         self._local = threading.local()
         self._closed = True
+        self._mark_running = False
+        self.unclean_stop: UncleanStop | None = None
+        """Set by an ``open(mark_running=True)`` that found the last run ended without a
+        :meth:`close` (a crash, a power cut), and the file not empty."""
         self.damage: StoreDamaged | None = None
         """Set when a read or write meets damage while the store is open."""
         self.salvage_report: SalvageReport | None = None
@@ -338,9 +361,13 @@ class OutboxStore:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, *, mark_running: bool = False) -> None:
+        """Open (and check) the file. ``mark_running``: the hub's own store, which records
+        that it runs until :meth:`close`, so that the next open knows whether this run ended
+        cleanly (:attr:`unclean_stop`); tools opening the file beside the hub leave it be."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.damage = None  # a failed open's damage is the salvage's business, not the hub's
+        self._mark_running = mark_running
         loop = asyncio.get_running_loop()
         self._writer_done = done = loop.create_future()
         self._accepting = True
@@ -350,6 +377,8 @@ class OutboxStore:
         self._writer.start()
         try:
             await self._on_writer(self._init_schema)
+            if mark_running:
+                self.unclean_stop = await self._on_writer(_mark_running)
             self.salvage_report = await self._on_reader(_salvage_report)
         except BaseException as exc:
             await self._stop_writer()
@@ -371,6 +400,9 @@ class OutboxStore:
             return
         self._closed = True
         # Appends queued before the close are still written: their callers wait for an ack.
+        if self._mark_running and self._accepting:
+            with contextlib.suppress(OutboxError, sqlite3.Error):
+                await self._write(lambda db: db.execute("DELETE FROM meta WHERE name = 'running'"))
         await self._stop_writer()
         log.info(
             "outbox: closed; %d appends committed in %d groups",

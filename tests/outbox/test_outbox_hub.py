@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sqlite3
 import struct
 import subprocess
@@ -384,6 +385,54 @@ async def test_after_a_salvage_the_hub_asks_the_registers_for_their_journals(
     assert request["since"] is not None, "from just before the loss (salvage tests: when)"
     assert json.loads(still.payload) == request
     assert (cleared.payload, cleared.retain) == (b"", False), "cleared, live to a subscriber"
+
+
+async def test_commits_a_lying_disk_dropped_come_back_from_the_registers_journals(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """A power cut on a disk that lies about fsync: the WAL's last commits never reached the
+    platter, and SQLite opens the file at an earlier commit with no error to see. The hub
+    knows only that its last run ended without closing the store; it asks the registers for
+    their journals from the last sale it holds, and the sales it lost come back. HQ ends with
+    every acknowledged sale once."""
+    lanes = [SimLane(host="127.0.0.1", port=broker.port, store_id="s1", lane_id=f"lane-{n}",
+                     seed=n, timeout_s=2.0) for n in (1, 2)]  # fmt: skip
+    async with run_hq_api(sim=HqApiSimulator()) as hq, WanProxy(hq.host, hq.port) as wan:
+        settings = outbox_settings(tmp_path, broker, f"http://127.0.0.1:{wan.port}")
+        path, image = settings.outbox_path, tmp_path / "at-the-power-cut"
+        image.mkdir()
+        wan.mode = "refuse"
+        async with run_hub(settings):
+            await asyncio.gather(*(lane.run(count=30) for lane in lanes))
+            for suffix in ("", "-wal"):  # the disk as the power cut leaves it
+                shutil.copy(f"{path}{suffix}", image / f"outbox.db{suffix}")
+        acked = set().union(*(lane.stats.acked for lane in lanes))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        shutil.copy(image / "outbox.db", path)
+        wal = (image / "outbox.db-wal").read_bytes()
+        frame = 24 + int.from_bytes(wal[8:12], "big")  # frame header + page (WAL header: 32)
+        frames = (len(wal) - 32) // frame
+        Path(f"{path}-wal").write_bytes(wal[: 32 + (frames - 12) * frame])  # never written
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            held = {key for (key,) in db.execute("SELECT key FROM items")}
+        assert acked - held, "the disk lost acknowledged sales (the test's premise)"
+        wan.mode = "pass"
+        async with run_hub(settings) as hub:
+            assert hub.outbox is not None
+            assert hub.outbox.store.unclean_stop is not None
+            await asyncio.gather(*(lane.run(count=31) for lane in lanes))
+            await asyncio.wait_for(hq.wait_until(lambda s: acked <= s.committed.keys()), 20)
+        async with (
+            lane_client(broker.port) as probe,
+            probe.subscription(TOPICS.journal_resend) as retained,
+        ):
+            asked = json.loads((await asyncio.wait_for(retained.get(), 5)).payload)
+            async with run_hub(settings):  # a clean stop before: nothing asked
+                cleared = await asyncio.wait_for(retained.get(), 5)
+    assert all(hq.sim.commit_count(txn) == 1 for txn in acked), "every acked sale once"
+    assert asked["reason"] == "unclean stop"
+    assert cleared.payload == b""
 
 
 async def test_a_replaced_hub_s_backlog_reaches_hq_once_through_the_new_hub(

@@ -420,3 +420,28 @@ async def test_close_finishes_queued_appends(tmp_path: Path) -> None:
     results = await asyncio.gather(*tasks)
     assert len({r.seq for r in results}) == 50
     assert len(rows(tmp_path / "outbox.db")) == 50
+
+
+async def test_the_hub_s_store_knows_whether_its_last_run_closed_it(tmp_path: Path) -> None:
+    """open(mark_running=True) records the run until close(); the next such open reports a
+    run that ended without close() (a crash, a power cut) with the last acceptance time it
+    holds. A tool opening the file beside the hub neither sets nor clears the record."""
+    path = tmp_path / "outbox.db"
+    hub = OutboxStore(path)
+    await hub.open(mark_running=True)
+    assert hub.unclean_stop is None, "a new file"
+    await hub.append(entry("a"), now=T0)
+    await hub.append(entry("b"), now=T0 + 5)
+    tool = OutboxStore(path)
+    await tool.open()
+    await tool.close()
+    crashed = OutboxStore(path)  # the first one never closes: its process died
+    await crashed.open(mark_running=True)
+    assert crashed.unclean_stop is not None
+    assert crashed.unclean_stop.last_accepted_at == T0 + 5
+    await crashed.close()
+    again = OutboxStore(path)
+    await again.open(mark_running=True)
+    assert again.unclean_stop is None, "closed cleanly"
+    await again.close()
+    await hub.close()

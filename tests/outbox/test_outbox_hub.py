@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from edge.app import Hub
 from edge.bus import Topics
+from edge.bus.client import Message
 from edge.schemas import all_error_codes
 from edge.sim import HqApiSimulator, WanProxy, run_hq_api
 from edge.sim.damage import damage_page_holding
@@ -340,6 +341,29 @@ async def test_a_damaged_outbox_is_salvaged_at_start_and_a_journal_resend_restor
     assert all(hq.sim.commit_count(txn) == 1 for txn in acked), "every sale once at HQ"
 
 
+def two_lanes(broker: MosquittoProcess) -> list[SimLane]:
+    """Simulated registers that keep their journals and answer the hub's re-send request."""
+    return [SimLane(host="127.0.0.1", port=broker.port, store_id="s1", lane_id=f"lane-{n}",
+                    seed=n, timeout_s=2.0) for n in (1, 2)]  # fmt: skip
+
+
+async def one_more_sale_each(lanes: list[SimLane], hq: Any, acked: set[str]) -> None:
+    """Each lane rings up one more sale (answering a re-send request first, as a register
+    does between sales); then HQ must hold every sale acknowledged before."""
+    await asyncio.gather(*(lane.run(count=len(lane.stats.acked) + 1) for lane in lanes))
+    await asyncio.wait_for(hq.wait_until(lambda s: acked <= s.committed.keys()), 20)
+
+
+@contextlib.asynccontextmanager
+async def journal_requests(broker: MosquittoProcess) -> AsyncIterator[asyncio.Queue[Message]]:
+    """What a register sees on the re-send topic (the retained request first)."""
+    async with (
+        lane_client(broker.port) as probe,
+        probe.subscription(TOPICS.journal_resend) as retained,
+    ):
+        yield retained
+
+
 async def test_after_a_salvage_the_hub_asks_the_registers_for_their_journals(
     tmp_path: Path, broker: MosquittoProcess
 ) -> None:
@@ -347,8 +371,7 @@ async def test_after_a_salvage_the_hub_asks_the_registers_for_their_journals(
     the first loss; a register (the simulator, as docs/protocol.md asks) re-sends its journal
     from then, and HQ ends with every acknowledged sale once. Once the damaged file is removed
     the request is cleared."""
-    lanes = [SimLane(host="127.0.0.1", port=broker.port, store_id="s1", lane_id=f"lane-{n}",
-                     seed=n, timeout_s=2.0) for n in (1, 2)]  # fmt: skip
+    lanes = two_lanes(broker)
     async with run_hq_api(sim=HqApiSimulator()) as hq, WanProxy(hq.host, hq.port) as wan:
         settings = outbox_settings(tmp_path, broker, f"http://127.0.0.1:{wan.port}")
         wan.mode = "refuse"
@@ -361,19 +384,12 @@ async def test_after_a_salvage_the_hub_asks_the_registers_for_their_journals(
         async with run_hub(settings) as hub:
             assert hub.outbox is not None
             report = hub.outbox.store.salvage_report
-            await asyncio.gather(*(lane.run(count=41) for lane in lanes))
-            await asyncio.wait_for(hq.wait_until(lambda s: acked <= s.committed.keys()), 20)
-            async with (
-                lane_client(broker.port) as probe,
-                probe.subscription(TOPICS.journal_resend) as retained,
-            ):
+            await one_more_sale_each(lanes, hq, acked)
+            async with journal_requests(broker) as retained:
                 request = json.loads((await asyncio.wait_for(retained.get(), 5)).payload)
         assert report is not None
         Path(report.damaged_file).unlink()  # the technician, done with it
-        async with (
-            lane_client(broker.port) as probe,
-            probe.subscription(TOPICS.journal_resend) as retained,
-        ):
+        async with journal_requests(broker) as retained:
             still = await asyncio.wait_for(retained.get(), 5)  # retained from the last start
             async with run_hub(settings):
                 cleared = await asyncio.wait_for(retained.get(), 5)
@@ -395,8 +411,7 @@ async def test_commits_a_lying_disk_dropped_come_back_from_the_registers_journal
     knows only that its last run ended without closing the store; it asks the registers for
     their journals from the last sale it holds, and the sales it lost come back. HQ ends with
     every acknowledged sale once."""
-    lanes = [SimLane(host="127.0.0.1", port=broker.port, store_id="s1", lane_id=f"lane-{n}",
-                     seed=n, timeout_s=2.0) for n in (1, 2)]  # fmt: skip
+    lanes = two_lanes(broker)
     async with run_hq_api(sim=HqApiSimulator()) as hq, WanProxy(hq.host, hq.port) as wan:
         settings = outbox_settings(tmp_path, broker, f"http://127.0.0.1:{wan.port}")
         path, image = settings.outbox_path, tmp_path / "at-the-power-cut"
@@ -421,12 +436,8 @@ async def test_commits_a_lying_disk_dropped_come_back_from_the_registers_journal
         async with run_hub(settings) as hub:
             assert hub.outbox is not None
             assert hub.outbox.store.unclean_stop is not None
-            await asyncio.gather(*(lane.run(count=31) for lane in lanes))
-            await asyncio.wait_for(hq.wait_until(lambda s: acked <= s.committed.keys()), 20)
-        async with (
-            lane_client(broker.port) as probe,
-            probe.subscription(TOPICS.journal_resend) as retained,
-        ):
+            await one_more_sale_each(lanes, hq, acked)
+        async with journal_requests(broker) as retained:
             asked = json.loads((await asyncio.wait_for(retained.get(), 5)).payload)
             async with run_hub(settings):  # a clean stop before: nothing asked
                 cleared = await asyncio.wait_for(retained.get(), 5)

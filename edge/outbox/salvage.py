@@ -163,9 +163,12 @@ def is_damage(exc: BaseException) -> bool:
     return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
-def salvage(path: Path, schema: str, *, now: float) -> SalvageReport:
+def salvage(
+    path: Path, schema: str, *, now: float, max_page_count: int | None = None
+) -> SalvageReport:
     """Replace the damaged outbox file at ``path`` by what can be read of it (module docstring).
-    ``schema``: the store's DDL, run on the new file."""
+    ``schema``: the store's DDL, run on the new file; ``max_page_count``: the store's own cap,
+    which the new file keeps to as well."""
     stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     aside = path.with_name(f"{path.name}.damaged-{stamp}")
     fresh = _fresh(path)
@@ -174,6 +177,8 @@ def salvage(path: Path, schema: str, *, now: float) -> SalvageReport:
     damaged = sqlite3.connect(path, isolation_level=None)
     out = sqlite3.connect(fresh, isolation_level=None)
     try:
+        if max_page_count is not None:
+            out.execute(f"PRAGMA max_page_count = {int(max_page_count)}")
         out.executescript(schema)
         out.execute("BEGIN")
         items_loss, audit_loss = _Loss(), _Loss()

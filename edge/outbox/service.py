@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +54,12 @@ class OutboxService:
             await self.store.open(mark_running=True)
         except StoreDamaged as exc:
             log.error("outbox: %s; salvaging what can be read", exc)
-            await self.store.salvage(now=self._clock())
+            try:
+                await self.store.salvage(now=self._clock())
+            except (sqlite3.Error, OSError) as failed:
+                # The hub stops with one line; the next start drops the partial copy and
+                # tries again (a full disk: once space is freed).
+                raise StoreDamaged(f"{exc}; the salvage failed: {failed}") from failed
             await self.store.open(mark_running=True)
         if self.store.unclean_stop is not None:
             log.warning(

@@ -392,7 +392,9 @@ class OutboxStore:
         """Replace the damaged file by what can be read of it (:mod:`edge.outbox.salvage`); on
         a store that is not open. Then :meth:`open` it."""
         assert self._closed, "salvage a closed store"
-        return await asyncio.to_thread(salvage, self.path, _SCHEMA, now=now)
+        return await asyncio.to_thread(
+            salvage, self.path, _SCHEMA, now=now, max_page_count=self._max_page_count
+        )
 
     async def close(self) -> None:
         """Finish appends and writes already queued, then close the connections."""

@@ -14,7 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from edge.metrics import Metrics
+from edge.outbox.intake import DiskGuard
 from edge.outbox.salvage import RESEND_MARGIN_S, finish_interrupted
+from edge.outbox.service import OutboxService
 from edge.outbox.store import Entry, OutboxStore, StoreDamaged
 from edge.sim.damage import damage_page_holding
 from edge.sim.process import HubProcess, write_config
@@ -211,3 +214,32 @@ async def test_a_hub_that_meets_damage_stops_and_its_restart_salvages(
             await hub.stop()
     assert ready["ready"] is True
     assert "salvaged from a damaged file" in ready["checks"]["outbox"]["detail"]
+
+
+async def test_a_salvage_without_room_stops_the_hub_with_one_reason_and_is_tried_again(
+    tmp_path: Path,
+) -> None:
+    """The disk has no room for the new file (here: the store's page cap, which the copy keeps
+    to too): opening fails with StoreDamaged naming both the damage and why the salvage
+    failed (the hub prints it in one line and stops); the damaged file stays in place, and
+    the next start, with room, drops the partial copy and salvages."""
+    path = tmp_path / "outbox.db"
+    await filled_store(path)
+    damage_page_holding(path, marker(150))
+    cramped = OutboxService(
+        OutboxStore(path, max_page_count=20), None, DiskGuard(tmp_path, 0), Metrics()
+    )
+    failed = r"is damaged.*; the salvage failed: database or disk is full"
+    with pytest.raises(StoreDamaged, match=failed):
+        await cramped.open()
+    assert path.exists()
+    assert (tmp_path / "outbox.db.salvage").exists(), "the partial copy, until the next start"
+    roomy = OutboxService(OutboxStore(path), None, DiskGuard(tmp_path, 0), Metrics())
+    await roomy.open()
+    try:
+        report = roomy.store.salvage_report
+        assert report is not None
+        assert report.items_kept + report.items_lost == COUNT
+        assert not (tmp_path / "outbox.db.salvage").exists()
+    finally:
+        await roomy.store.close()

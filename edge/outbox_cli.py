@@ -155,6 +155,9 @@ def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
         ]
         if body.get("salvage"):
             rows.append(("SALVAGED", body["salvage"]))
+        if asked := body.get("journal_request"):
+            since = asked["since"] or "the start of their journals"
+            rows.append(("journals asked", f"from {since} ({asked['reason']})"))
         for name, value in rows:
             table.add_row(name, value)
         console.print(table)

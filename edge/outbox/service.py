@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from edge.bus.envelope import JournalResend
 from edge.metrics import Metrics
 from edge.outbox.intake import DiskGuard
 from edge.outbox.salvage import RESEND_MARGIN_S, finish_interrupted, journal_request, merged
@@ -76,11 +77,17 @@ class OutboxService:
         return report.summary()
 
     def resend_request(self) -> bytes:
-        """The retained request for the registers' journals (docs/protocol.md), or empty
-        (clearing an old one). Asked while a salvage that lost items is current (see
-        :meth:`salvage_notice`), and for this run when the last one ended without closing the
-        store: a lying disk or a bad sector in the WAL's tail loses the last commits without
-        an error, so the journals are asked from the last sale the hub still holds."""
+        """The retained message on the re-send topic: :meth:`journal_request`, or empty
+        (clearing an old one)."""
+        request = self.journal_request()
+        return b"" if request is None else msgspec.json.encode(request)
+
+    def journal_request(self) -> JournalResend | None:
+        """What the registers are asked to re-send (docs/protocol.md), if anything: while a
+        salvage that lost items is current (see :meth:`salvage_notice`), and for this run when
+        the last one ended without closing the store (a lying disk or a bad sector in the
+        WAL's tail loses the last commits without an error, so the journals are asked from
+        the last sale the hub still holds)."""
         asks = []
         report = self.store.salvage_report
         if report is not None and report.needs_resend and self.salvage_notice() is not None:
@@ -88,7 +95,7 @@ class OutboxService:
         if (unclean := self.store.unclean_stop) is not None:
             since = unclean.last_accepted_at - RESEND_MARGIN_S
             asks.append(journal_request(f"restart-{self._opened_at:.0f}", since, "unclean stop"))
-        return msgspec.json.encode(merged(asks)) if asks else b""
+        return merged(asks) if asks else None
 
     async def status(self) -> dict[str, Any]:
         stats = await self.store.stats()
@@ -109,6 +116,7 @@ class OutboxService:
             "throttled_for_s": sender.get("throttled_for_s", 0.0),
             "waiting": sender.get("waiting", {}),
             "salvage": self.salvage_notice(),
+            "journal_request": msgspec.to_builtins(self.journal_request()),
             "disk": {
                 "free_bytes": self._disk.free_bytes(self._monotonic()),
                 "floor_bytes": self._disk.floor_bytes,

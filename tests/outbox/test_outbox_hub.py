@@ -436,14 +436,19 @@ async def test_commits_a_lying_disk_dropped_come_back_from_the_registers_journal
         async with run_hub(settings) as hub:
             assert hub.outbox is not None
             assert hub.outbox.store.unclean_stop is not None
+            shown = (await hub.outbox.status())["journal_request"]
             await one_more_sale_each(lanes, hq, acked)
         async with journal_requests(broker) as retained:
             asked = json.loads((await asyncio.wait_for(retained.get(), 5)).payload)
-            async with run_hub(settings):  # a clean stop before: nothing asked
+            async with run_hub(settings) as hub:  # a clean stop before: nothing asked
                 cleared = await asyncio.wait_for(retained.get(), 5)
+                assert hub.outbox is not None
+                not_shown = (await hub.outbox.status())["journal_request"]
     assert all(hq.sim.commit_count(txn) == 1 for txn in acked), "every acked sale once"
     assert asked["reason"] == "unclean stop"
+    assert shown == asked, "`edge outbox status` shows what the registers are asked"
     assert cleared.payload == b""
+    assert not_shown is None
 
 
 async def test_a_replaced_hub_s_backlog_reaches_hq_once_through_the_new_hub(

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from edge.bus.envelope import JournalResend
 
@@ -62,8 +63,7 @@ _ITEM_COLUMNS = (
 _AUDIT_COLUMNS = "id, at, key, action, actor, reason"
 
 
-@dataclass(frozen=True)
-class SalvageReport:
+class SalvageReport(msgspec.Struct, frozen=True):
     """What :func:`salvage` kept and lost; stored as JSON in the new file's ``meta``."""
 
     at: float
@@ -118,25 +118,11 @@ class SalvageReport:
         return journal_request(f"salvage-{self.at:.0f}", self.resend_since, "outbox salvaged")
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "at": self.at,
-                "damaged_file": self.damaged_file,
-                "items_kept": self.items_kept,
-                "pending_kept": self.pending_kept,
-                "lost_seqs": self.lost_seqs,
-                "lost_from": self.lost_from,
-                "audit_kept": self.audit_kept,
-                "audit_lost": self.audit_lost,
-                "resend_since": self.resend_since,
-            }
-        )
+        return msgspec.json.encode(self).decode()
 
     @classmethod
     def from_json(cls, text: str) -> SalvageReport:
-        raw = json.loads(text)
-        raw["lost_seqs"] = [(int(a), int(b)) for a, b in raw["lost_seqs"]]
-        return cls(**raw)
+        return msgspec.json.decode(text, type=cls)
 
 
 def journal_request(request_id: str, since: float | None, reason: str) -> JournalResend:
@@ -182,8 +168,9 @@ def salvage(
         out.executescript(schema)
         out.execute("BEGIN")
         items_loss, audit_loss = _Loss(), _Loss()
-        items, top_seq = _copy_items(damaged, out, items_loss)
-        audit_kept = _copy(damaged, out, "audit", _AUDIT_COLUMNS, audit_loss)
+        items, last_seq = _copy(damaged, out, "items", _ITEM_COLUMNS, items_loss, _intact)
+        audit_kept, _ = _copy(damaged, out, "audit", _AUDIT_COLUMNS, audit_loss)
+        top_seq = max([_top_rowid(damaged, "items") or 0, last_seq, *items_loss.rowids])
         for name, value in _meta(damaged):
             out.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
         pending = out.execute("SELECT count(*) FROM items WHERE status = 'pending'").fetchone()[0]
@@ -194,7 +181,7 @@ def salvage(
             " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'items')",
             (top_seq,),
         )
-        lost = [*items_loss.rowids, *([items_loss.beyond] if items_loss.beyond else [])]
+        lost = [*items_loss.rowids, *([] if items_loss.beyond is None else [items_loss.beyond])]
         resend_since = None
         if lost:
             (before,) = out.execute(
@@ -276,32 +263,32 @@ class _Loss:
     """The first rowid of an unreadable stretch whose end the file no longer says."""
 
 
-def _copy_items(
-    damaged: sqlite3.Connection, out: sqlite3.Connection, loss: _Loss
-) -> tuple[int, int]:
-    """Items readable and intact -> ``out``; returns (kept, highest seq seen)."""
-    kept, top = 0, _top_rowid(damaged, "items") or 0
-    placeholders = ", ".join("?" * len(_ITEM_COLUMNS.split(", ")))
-    for rowid, row in _readable(damaged, "items", _ITEM_COLUMNS, loss):
-        top = max(top, rowid)
-        payload, digest = row[6], row[7]
-        if not isinstance(payload, bytes) or hashlib.sha256(payload).digest() != digest:
-            loss.rowids.append(rowid)
-            continue
-        out.execute(f"INSERT OR IGNORE INTO items ({_ITEM_COLUMNS}) VALUES ({placeholders})", row)
-        kept += 1
-    return kept, max([top, *loss.rowids])
+def _intact(row: tuple[object, ...]) -> bool:
+    """An item row (``_ITEM_COLUMNS``) whose payload still matches its sha256 digest."""
+    payload, digest = row[6], row[7]
+    return isinstance(payload, bytes) and hashlib.sha256(payload).digest() == digest
 
 
 def _copy(
-    damaged: sqlite3.Connection, out: sqlite3.Connection, table: str, columns: str, loss: _Loss
-) -> int:
+    damaged: sqlite3.Connection,
+    out: sqlite3.Connection,
+    table: str,
+    columns: str,
+    loss: _Loss,
+    intact: Callable[[tuple[object, ...]], bool] = lambda row: True,
+) -> tuple[int, int]:
+    """Rows readable and ``intact`` -> ``out`` (the others go to ``loss``); returns (kept,
+    highest rowid seen)."""
     placeholders = ", ".join("?" * len(columns.split(", ")))
-    kept = 0
-    for _, row in _readable(damaged, table, columns, loss):
+    kept = last = 0
+    for rowid, row in _readable(damaged, table, columns, loss):
+        last = max(last, rowid)
+        if not intact(row):
+            loss.rowids.append(rowid)
+            continue
         out.execute(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({placeholders})", row)
         kept += 1
-    return kept
+    return kept, last
 
 
 def _meta(damaged: sqlite3.Connection) -> list[tuple[str, str]]:

@@ -18,7 +18,13 @@ import msgspec
 from edge.bus.envelope import JournalResend
 from edge.metrics import Metrics
 from edge.outbox.intake import DiskGuard
-from edge.outbox.salvage import RESEND_MARGIN_S, finish_interrupted, journal_request, merged
+from edge.outbox.salvage import (
+    RESEND_MARGIN_S,
+    SalvageReport,
+    finish_interrupted,
+    journal_request,
+    merged,
+)
 from edge.outbox.sender import Sender
 from edge.outbox.store import Item, OutboxStore, Status, StoreDamaged
 
@@ -71,10 +77,12 @@ class OutboxService:
     def salvage_notice(self) -> str | None:
         """The last salvage, while its damaged file is still on disk (a technician removes
         it, or sends it to support, once the registers have re-sent their journals)."""
+        report = self._current_salvage()
+        return None if report is None else report.summary()
+
+    def _current_salvage(self) -> SalvageReport | None:
         report = self.store.salvage_report
-        if report is None or not Path(report.damaged_file).exists():
-            return None
-        return report.summary()
+        return report if report is not None and Path(report.damaged_file).exists() else None
 
     def resend_request(self) -> bytes:
         """The retained message on the re-send topic: :meth:`journal_request`, or empty
@@ -89,8 +97,8 @@ class OutboxService:
         WAL's tail loses the last commits without an error, so the journals are asked from
         the last sale the hub still holds)."""
         asks = []
-        report = self.store.salvage_report
-        if report is not None and report.needs_resend and self.salvage_notice() is not None:
+        report = self._current_salvage()
+        if report is not None and report.needs_resend:
             asks.append(report.resend_request())
         if (unclean := self.store.unclean_stop) is not None:
             since = unclean.last_accepted_at - RESEND_MARGIN_S

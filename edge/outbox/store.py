@@ -380,11 +380,9 @@ class OutboxStore:
             if mark_running:
                 self.unclean_stop = await self._on_writer(_mark_running)
             self.salvage_report = await self._on_reader(_salvage_report)
-        except BaseException as exc:
+        except BaseException:  # damage is StoreDamaged already (the writer and the pools say so)
             await self._stop_writer()
             await self._close_readers()
-            if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
-                raise StoreDamaged(f"{self.path} is damaged: {exc}") from exc
             raise
         self._closed = False
 

@@ -185,8 +185,7 @@ async def ack_scaling(report: Report) -> None:
                                 n, latencies = await drive(port, lanes, topic, DURATION_S)
                                 runs[name] = (n / DURATION_S, latencies)
                             rounds.append(Round(*runs["echo"], *runs["hub"]))
-                        add_ack_figures(report, lanes, rounds, Path(tmp))
-                        mid = median_round(rounds, lambda r: r.p99_ratio)
+                        mid = add_ack_figures(report, lanes, rounds, Path(tmp))
                         rows.append({
                             "lanes": lanes,
                             "hub_p50": percentile(mid.hub_latencies, 50),
@@ -200,7 +199,9 @@ async def ack_scaling(report: Report) -> None:
     report.pictures.append(("Ack latency against lanes", "ack-latency.png"))
 
 
-def add_ack_figures(report: Report, lanes: int, rounds: list[Round], tmp: Path) -> None:
+def add_ack_figures(report: Report, lanes: int, rounds: list[Round], tmp: Path) -> Round:
+    """The figures of one lane count; returns the round whose p99 ratio is the median (the
+    one the latency plot shows)."""
     every = ", ".join(f"x{r.rate_ratio:.2f}" for r in rounds)
     mid = median_round(rounds, lambda r: r.rate_ratio)
     hub_p50, echo_p50 = percentile(mid.hub_latencies, 50), percentile(mid.echo_latencies, 50)
@@ -223,6 +224,7 @@ def add_ack_figures(report: Report, lanes: int, rounds: list[Round], tmp: Path) 
         f"ack p99, {lanes} lanes", h99, "ms", "bare echo p99", b99, "<= 2x echo", h99 <= 2 * b99,
         f"median of {len(rounds)} interleaved rounds ({every}); fsync per commit group",
     ))  # fmt: skip
+    return mid
 
 
 async def fill_backlog(path: Path, count: int) -> float:

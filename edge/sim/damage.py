@@ -41,7 +41,8 @@ def damage_a_page(path: Path, rng: random.Random) -> int | None:
     None for a file of one page."""
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    data = path.read_bytes()[:100]
+    with path.open("rb") as file:
+        data = file.read(100)
     if len(data) < 100:
         return None
     pages = path.stat().st_size // page_size(data)

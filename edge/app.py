@@ -61,7 +61,7 @@ from edge.metrics import Metrics
 from edge.outbox.intake import DiskGuard, Intake
 from edge.outbox.sender import Sender
 from edge.outbox.service import OutboxService
-from edge.outbox.store import OutboxStore
+from edge.outbox.store import OutboxError, OutboxStore
 from edge.relay.displays import Displays
 from edge.relay.printers import Printers
 from edge.relay.profiles import DEFAULT_DIR, ProfileError, Profiles, load_profiles
@@ -77,6 +77,9 @@ from edge.uplink.base import Connector
 from edge.uplink.hq_http import HqHttpConnector
 
 log = logging.getLogger(__name__)
+
+JOURNAL_CHECK_S = 2.0
+"""How often the hub looks whether its request for the registers' journals changed."""
 
 _lane_status = msgspec.json.Decoder(LaneStatus)
 
@@ -505,16 +508,29 @@ class Hub:
         )
 
     async def _ask_for_journals(self, outbox: OutboxService) -> None:
-        """The retained request for the registers' journals after a salvage that lost items
-        (or an empty message clearing an old one), at every connect: a broker without
-        persistence forgets retained messages when it restarts."""
+        """The retained request for the registers' journals (OutboxService.journal_request),
+        or an empty message clearing an old one: at every connect, since a broker without
+        persistence forgets retained messages when it restarts, and whenever it changes (the
+        sender parks a damaged payload, a re-send repairs one), looked at every few
+        seconds."""
         while True:
             await self.bus.wait_connected()
-            with contextlib.suppress(BusUnavailable):
-                await self.bus.publish(
-                    self.topics.journal_resend, outbox.resend_request(), retain=True
-                )
-            await self.bus.wait_disconnected()
+            published: bytes | None = None
+            while self.bus.is_connected:
+                request: bytes | None
+                try:
+                    request = await outbox.resend_request()
+                except OutboxError as exc:  # closing, or damaged: the hub stops on that
+                    log.debug("outbox: journal request not read: %s", exc)
+                    request = published
+                if request is not None and request != published:
+                    try:
+                        await self.bus.publish(self.topics.journal_resend, request, retain=True)
+                    except BusUnavailable:
+                        break
+                    published = request
+                with contextlib.suppress(TimeoutError):
+                    await self.bus.wait_disconnected(timeout=JOURNAL_CHECK_S)
 
     def _on_txn_accepted(self) -> None:
         self.metrics.outbox_accepted.inc()

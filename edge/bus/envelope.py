@@ -71,9 +71,9 @@ class HubStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class JournalResend(msgspec.Struct, kw_only=True):
     """Retained on ``store/{store}/hub/journal/resend`` while the hub wants the registers'
-    journals again (it salvaged a damaged outbox file and lost items, or its last run ended
-    without closing the outbox); an empty retained message clears it. Act on each ``id``
-    once."""
+    journals again (it salvaged a damaged outbox file and lost items, its last run ended
+    without closing the outbox, or a stored sale no longer matches its checksum); an empty
+    retained message clears it. Act on each ``id`` once."""
 
     v: int = ENVELOPE_VERSION
     id: str

@@ -187,6 +187,11 @@ class CircuitBreaker:
             raise BreakerError(f"no probe allowed in state {self.state}")
         self.probe_in_flight = True
 
+    def cancel_probe(self) -> None:
+        """The probe was not sent after all (its item could not be): the next plan may send
+        another."""
+        self.probe_in_flight = False
+
     def record(self, outcomes: Sequence[Outcome], now: float) -> None:
         """Feed one batch's outcomes: a connection-class failure of the batch counts as one
         failure; any other answer proves the WAN is up."""

@@ -46,7 +46,7 @@ from typing import Any
 
 from edge.metrics import Metrics
 from edge.outbox import policy
-from edge.outbox.store import Item, OutboxStore
+from edge.outbox.store import PAYLOAD_DAMAGED, Item, OutboxStore
 from edge.settings import OutboxSettings
 from edge.uplink.base import Connector, Outbound
 
@@ -227,7 +227,7 @@ class Sender:
             items = [by_key[state.key] for state in batch]
             self._inflight.update(i.key for i in items)
             payloads = asyncio.ensure_future(self._store.payloads([i.seq for i in items]))
-            self._ready.append(_Ready(items, payloads))
+            self._ready.append(_Ready(items, payloads, probe=plan.probe))
         self._start_ready()
 
     async def _plan(
@@ -282,9 +282,19 @@ class Sender:
     async def _send(self, ready: _Ready) -> None:
         items = ready.items
         slot_held = True
+        sent = False
         try:
             payloads = await ready.payloads
-            outcomes = await self._connector.deliver([_outbound(i, payloads[i.seq]) for i in items])
+            damaged = [i for i in items if payloads[i.seq] is None]
+            if damaged:
+                await self._park_damaged(damaged)
+                items = [i for i in items if payloads[i.seq] is not None]
+                if not items:
+                    return
+            sent = True
+            outcomes = await self._connector.deliver(
+                [_outbound(i, payload) for i in items if (payload := payloads[i.seq]) is not None]
+            )
             # The cloud has answered: the slot is free for the next batch while this one's
             # outcomes are recorded (its keys stay in flight until then).
             self._running -= 1
@@ -306,7 +316,9 @@ class Sender:
             # A connector or store bug: the items stay pending and are tried again later.
             log.exception("outbox: batch starting at seq %d failed", items[0].seq)
         finally:
-            self._inflight.difference_update(i.key for i in items)
+            if ready.probe and not sent:
+                self.breaker.cancel_probe()  # nothing went out: the next plan probes again
+            self._inflight.difference_update(i.key for i in ready.items)
             if slot_held:
                 self._running -= 1
             self.batches_sent += 1
@@ -343,6 +355,28 @@ class Sender:
         if not self._may_plan_ahead(now):
             self._drop_ready()
         return verdict
+
+    async def _park_damaged(self, items: Sequence[Item]) -> None:
+        """Items whose stored payload no longer matches its digest (damaged on disk): never
+        posted. Parked by the hub, not the cloud: the breaker and the throttle learn nothing
+        from them. The service asks the registers for their journals; a re-send repairs the
+        item and makes it due again (edge.outbox.store, *Payload damage*)."""
+        for item in items:
+            log.error(
+                "outbox: %s (seq %d): the stored payload no longer matches its digest "
+                "(damaged on disk); parked until its register re-sends it",
+                item.key,
+                item.seq,
+            )
+        reason = (
+            f"{PAYLOAD_DAMAGED}: the stored copy no longer matches the digest taken when it was "
+            "accepted (damaged on disk); not posted. The registers are asked to re-send their "
+            "journals, which repairs it"
+        )
+        await self._store.mark_parked(
+            [(i.seq, reason, None) for i in items], now=self._clock(), actor="hub"
+        )
+        self._metrics.outbox_parked.inc(len(items))
 
     async def _record(self, verdict: _Verdict) -> None:
         now = verdict.now
@@ -407,7 +441,9 @@ class _Ready:
     """A planned batch waiting for a slot, its payloads being read meanwhile."""
 
     items: list[Item]
-    payloads: asyncio.Future[dict[int, bytes]]
+    payloads: asyncio.Future[dict[int, bytes | None]]
+    probe: bool = False
+    """The breaker's probe: if nothing of it goes out, the breaker may probe again."""
 
 
 def _state(item: Item) -> policy.ItemState:

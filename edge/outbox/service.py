@@ -84,18 +84,19 @@ class OutboxService:
         report = self.store.salvage_report
         return report if report is not None and Path(report.damaged_file).exists() else None
 
-    def resend_request(self) -> bytes:
+    async def resend_request(self) -> bytes:
         """The retained message on the re-send topic: :meth:`journal_request`, or empty
         (clearing an old one)."""
-        request = self.journal_request()
+        request = await self.journal_request()
         return b"" if request is None else msgspec.json.encode(request)
 
-    def journal_request(self) -> JournalResend | None:
+    async def journal_request(self) -> JournalResend | None:
         """What the registers are asked to re-send (docs/protocol.md), if anything: while a
-        salvage that lost items is current (see :meth:`salvage_notice`), and for this run when
+        salvage that lost items is current (see :meth:`salvage_notice`); for this run when
         the last one ended without closing the store (a lying disk or a bad sector in the
         WAL's tail loses the last commits without an error, so the journals are asked from
-        the last sale the hub still holds)."""
+        the last sale the hub still holds); and while items are parked because their payload
+        was damaged on disk (their registers' re-sends repair them)."""
         asks = []
         report = self._current_salvage()
         if report is not None and report.needs_resend:
@@ -103,6 +104,14 @@ class OutboxService:
         if (unclean := self.store.unclean_stop) is not None:
             since = unclean.last_accepted_at - RESEND_MARGIN_S
             asks.append(journal_request(f"restart-{self._opened_at:.0f}", since, "unclean stop"))
+        if (damage := await self.store.payload_damage()) is not None:
+            asks.append(
+                journal_request(
+                    f"payload-{damage.first_seq}-{damage.items}",
+                    damage.first_accepted_at - RESEND_MARGIN_S,
+                    f"{damage.items} damaged payload{'s' if damage.items > 1 else ''}",
+                )
+            )
         return merged(asks) if asks else None
 
     async def status(self) -> dict[str, Any]:
@@ -124,7 +133,7 @@ class OutboxService:
             "throttled_for_s": sender.get("throttled_for_s", 0.0),
             "waiting": sender.get("waiting", {}),
             "salvage": self.salvage_notice(),
-            "journal_request": msgspec.to_builtins(self.journal_request()),
+            "journal_request": msgspec.to_builtins(await self.journal_request()),
             "disk": {
                 "free_bytes": self._disk.free_bytes(self._monotonic()),
                 "floor_bytes": self._disk.floor_bytes,

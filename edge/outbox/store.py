@@ -12,7 +12,9 @@ most :data:`MAX_GROUP`) and commits them in ONE transaction:
    with ``synchronous=FULL`` the WAL is fsynced by then;
 2. for each entry not inserted, find the row already holding its key (a re-sent
    transaction): same content digest -> the original sequence number (a duplicate, not a
-   second row); different content -> :class:`KeyConflict` for that entry only;
+   second row); different content -> :class:`KeyConflict` for that entry only. A row whose
+   payload no longer matches its digest (damaged on disk, see *Payload damage*) is repaired
+   from the re-send;
 3. only then resolve every caller's future, with one ``call_soon_threadsafe`` for the group.
    An ack sent by the intake therefore always means "on disk".
 
@@ -29,6 +31,14 @@ the error: nothing is half written. SQLITE_FULL becomes :class:`StorageFull` (re
 ``mark_delivered`` / ``mark_retry`` / ``mark_parked`` record outcomes; operators ``retry``
 and ``park`` items with an audit row (who, why, when). All writes go through the same writer
 thread, so SQLite never sees two writers from this process.
+
+*Payload damage.* A bit that flips inside a payload on a worn disk leaves the page
+structurally valid: SQLite and ``PRAGMA quick_check`` see nothing. ``payloads`` checks each
+payload against the sha256 taken at acceptance and answers None for one that no longer
+matches, so the sender never posts it: it parks it as :data:`PAYLOAD_DAMAGED` (actor
+``hub``), and :meth:`OutboxStore.payload_damage` tells the service to ask the registers for
+their journals. The register's re-send (same content, so the same digest) repairs the row in
+the append path and puts a parked item back in the queue, audited ``repair``.
 
 *Reads* for status and listings use a second connection on its own thread (WAL lets it read
 while the writer commits); the once-a-second counts (:meth:`OutboxStore.stats`) a third, so
@@ -68,6 +78,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Status = Literal["pending", "delivered", "parked"]
+
+PAYLOAD_DAMAGED = "PAYLOAD_DAMAGED"
+"""The code of an item parked by the hub because its payload no longer matches its digest."""
 
 SCHEMA_VERSION = 1
 
@@ -169,6 +182,19 @@ class Appended:
     """True: the key was already in the outbox with the same content (a re-sent transaction);
     ``seq`` is the original one."""
     accepted_at: float
+    repaired: bool = False
+    """True: the stored copy was damaged on disk, and this re-send replaced it (a parked
+    item is pending again)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadDamage:
+    """Items parked because their payload no longer matches its digest (:meth:`OutboxStore.
+    payload_damage`)."""
+
+    items: int
+    first_seq: int
+    first_accepted_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,13 +575,51 @@ class OutboxStore:
                 results.append(Appended(seq, False, now))
                 continue
             row = db.execute(
-                "SELECT seq, digest, accepted_at FROM items WHERE key = ?", (entry.key,)
+                "SELECT seq, digest, payload, accepted_at, status, last_error FROM items"
+                " WHERE key = ?",
+                (entry.key,),
             ).fetchone()
-            if bytes(row["digest"]) == entry.digest:
-                results.append(Appended(row["seq"], True, row["accepted_at"]))
+            digest, actual = bytes(row["digest"]), hashlib.sha256(row["payload"]).digest()
+            if digest == actual:  # intact: the same content is a duplicate, other a conflict
+                same = digest == entry.digest
+                results.append(Appended(row["seq"], True, row["accepted_at"]) if same else
+                               KeyConflict(entry.key))  # fmt: skip
+            elif entry.digest in (digest, actual):  # a damaged payload, or a damaged digest
+                self._repair(db, row, entry, now)
+                results.append(Appended(row["seq"], True, row["accepted_at"], repaired=True))
             else:
                 results.append(KeyConflict(entry.key))
         return results
+
+    def _repair(self, db: sqlite3.Connection, row: sqlite3.Row, entry: Entry, now: float) -> None:
+        """On the writer: a re-send replaces a row damaged on disk (its own transaction: the
+        group's INSERT has committed already), and a parked item is due again."""
+        parked_for_damage = row["status"] == "parked" and (row["last_error"] or "").startswith(
+            f"{PAYLOAD_DAMAGED}:"
+        )
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "UPDATE items SET payload = ?, digest = ? WHERE seq = ?",
+                (entry.payload, entry.digest, row["seq"]),
+            )
+            if parked_for_damage:
+                db.execute(
+                    "UPDATE items SET status = 'pending', next_attempt_at = ?, parked_at = NULL"
+                    " WHERE seq = ?",
+                    (now, row["seq"]),
+                )
+            self._audit(
+                db, now, entry.key, "repair", f"lane {entry.lane}",
+                "re-sent by the register; the stored copy no longer matched its digest",
+            )  # fmt: skip
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        log.warning(
+            "outbox: %s (seq %d) repaired from the register's re-send", entry.key, row["seq"]
+        )
 
     # -- sender bookkeeping -------------------------------------------------------------------
 
@@ -577,15 +641,35 @@ class OutboxStore:
 
         return await self._on_reader(query)
 
-    async def payloads(self, seqs: Sequence[int]) -> dict[int, bytes]:
-        def query(db: sqlite3.Connection) -> dict[int, bytes]:
+    async def payloads(self, seqs: Sequence[int]) -> dict[int, bytes | None]:
+        """The payloads of ``seqs``; None for one that no longer matches the digest taken at
+        acceptance (damaged on disk: see *Payload damage* above)."""
+
+        def query(db: sqlite3.Connection) -> dict[int, bytes | None]:
             marks = ",".join("?" * len(seqs))
-            return {
-                r["seq"]: bytes(r["payload"])
-                for r in db.execute(f"SELECT seq, payload FROM items WHERE seq IN ({marks})", seqs)
-            }
+            found: dict[int, bytes | None] = {}
+            for r in db.execute(
+                f"SELECT seq, payload, digest FROM items WHERE seq IN ({marks})", seqs
+            ):
+                payload = bytes(r["payload"])
+                intact = hashlib.sha256(payload).digest() == bytes(r["digest"])
+                found[r["seq"]] = payload if intact else None
+            return found
 
         return await self._on_reader(query) if seqs else {}
+
+    async def payload_damage(self) -> PayloadDamage | None:
+        """The items parked as :data:`PAYLOAD_DAMAGED` that no re-send has repaired yet."""
+
+        def query(db: sqlite3.Connection) -> PayloadDamage | None:
+            row = db.execute(
+                "SELECT count(*) AS n, min(seq) AS seq, min(accepted_at) AS at FROM items"
+                " INDEXED BY items_parked WHERE status = 'parked' AND last_error GLOB ?",
+                (PAYLOAD_DAMAGED + ":*",),
+            ).fetchone()
+            return PayloadDamage(row["n"], row["seq"], row["at"]) if row["n"] else None
+
+        return await self._on_reader(query)
 
     async def next_due_at(self) -> float | None:
         """When the earliest pending item becomes due (None: nothing pending)."""

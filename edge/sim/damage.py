@@ -1,5 +1,7 @@
 """Damage to an SQLite file as a bad sector or a lying disk leaves it: one page overwritten
-with 0xFF bytes (the salvage tests and the chaos suite's ``disk_damage`` fault)."""
+with 0xFF bytes (the salvage tests and the chaos suite's ``disk_damage`` fault); and the
+quiet kind, one flipped bit inside a stored transaction, which leaves every page valid
+(:func:`flip_a_bit_in`)."""
 
 from __future__ import annotations
 
@@ -39,8 +41,7 @@ def damage_a_page(path: Path, rng: random.Random) -> int | None:
     holds nothing but its header), then overwrite one page drawn from ``rng``, never the first
     (the header and the schema: a file SQLite would not open at all is a test of its own);
     None for a file of one page."""
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint(path)
     with path.open("rb") as file:
         data = file.read(100)
     if len(data) < 100:
@@ -51,3 +52,27 @@ def damage_a_page(path: Path, rng: random.Random) -> int | None:
     page = rng.randint(2, pages)
     overwrite_page(path, page)
     return page
+
+
+def checkpoint(path: Path) -> None:
+    """Fold the file's WAL into it, so that what it holds is in the file itself."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def flip_a_bit_in(path: Path, marker: bytes, within: bytes) -> int:
+    """Flip the lowest bit of the first digit of ``within`` found after ``marker`` (a digit
+    stays a digit: 5 becomes 4, a total changes and the JSON stays valid), as a worn flash
+    cell does. Every page stays structurally valid: SQLite and ``PRAGMA quick_check`` see
+    nothing. Returns the file offset changed. The file must not be open (it is checkpointed
+    first)."""
+    checkpoint(path)
+    with path.open("r+b") as file:
+        data = file.read()
+        start = data.index(within, data.index(marker)) + len(within)
+        offset = next(i for i in range(start, len(data)) if 0x30 <= data[i] <= 0x39)
+        file.seek(offset)
+        file.write(bytes([data[offset] ^ 1]))
+        file.flush()
+        os.fsync(file.fileno())
+    return offset

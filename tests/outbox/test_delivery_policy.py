@@ -108,6 +108,18 @@ def test_half_open_allows_one_probe_and_doubles_cooldown_up_to_cap() -> None:
     assert breaker.gate(13.0) == "send"
 
 
+def test_a_probe_that_was_not_sent_lets_another_go_without_a_new_cooldown() -> None:
+    """The probe's item could not be sent (its payload was damaged on disk): nothing was
+    learnt about the WAN, so the next plan probes again at once, the cooldown unchanged."""
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_base=2.0)
+    breaker.record([CONN], 0)
+    assert breaker.gate(2.0) == "probe"
+    breaker.begin_probe(2.0)
+    assert breaker.gate(2.0) == "blocked"
+    breaker.cancel_probe()
+    assert (breaker.state, breaker.gate(2.1), breaker.cooldown) == ("half_open", "probe", 2.0)
+
+
 def test_plan_batches_in_seq_order_within_capacity() -> None:
     items = [item(i) for i in range(1, 46)]
     result = plan_for(items, capacity=3, batch_max=10)

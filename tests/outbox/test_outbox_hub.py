@@ -17,7 +17,7 @@ import struct
 import subprocess
 import sys
 import termios
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from edge.bus import Topics
 from edge.bus.client import Message
 from edge.schemas import all_error_codes
 from edge.sim import HqApiSimulator, WanProxy, run_hq_api
-from edge.sim.damage import damage_page_holding
+from edge.sim.damage import damage_page_holding, flip_a_bit_in
 from edge.sim.process import write_config
 from edge.sim.registers import SimLane, make_sale
 from tests.conftest import MosquittoProcess, hub_settings, lane_client, run_hub
@@ -364,6 +364,13 @@ async def journal_requests(broker: MosquittoProcess) -> AsyncIterator[asyncio.Qu
         yield retained
 
 
+async def next_with(queue: asyncio.Queue[Message], wanted: Callable[[bytes], bool]) -> Message:
+    """The next message on ``queue`` whose payload is ``wanted``."""
+    while not wanted((message := await queue.get()).payload):
+        pass
+    return message
+
+
 async def test_after_a_salvage_the_hub_asks_the_registers_for_their_journals(
     tmp_path: Path, broker: MosquittoProcess
 ) -> None:
@@ -449,6 +456,63 @@ async def test_commits_a_lying_disk_dropped_come_back_from_the_registers_journal
     assert shown == asked, "`edge outbox status` shows what the registers are asked"
     assert cleared.payload == b""
     assert not_shown is None
+
+
+async def test_a_payload_damaged_on_disk_is_never_posted_and_its_register_s_resend_repairs_it(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """A worn disk flips a bit inside a stored sale: every page stays valid, and the sale's
+    total changes. The sender checks each payload against the digest taken when the sale was
+    accepted: the damaged sale is parked by the hub and never posted, the others go; the
+    registers are asked for their journals; the register's re-send repairs the sale, and HQ
+    gets it as it was rung up, once."""
+    lanes = two_lanes(broker)
+    async with run_hq_api(sim=HqApiSimulator()) as hq, WanProxy(hq.host, hq.port) as wan:
+        settings = outbox_settings(tmp_path, broker, f"http://127.0.0.1:{wan.port}")
+        path = settings.outbox_path
+        wan.mode = "refuse"
+        async with run_hub(settings):
+            await asyncio.gather(*(lane.run(count=20) for lane in lanes))
+        acked = set().union(*(lane.stats.acked for lane in lanes))
+        victim = sorted(lanes[0].stats.acked)[10]
+        rung_up = lanes[0].journal.sales[victim][1]["totals"]["total"]
+        flip_a_bit_in(path, f'"txn_id":"{victim}"'.encode(), b'"total":"')
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            (stored,) = db.execute("SELECT payload FROM items WHERE key = ?", (victim,)).fetchone()
+            (check,) = db.execute("PRAGMA quick_check").fetchone()
+        assert json.loads(stored)["totals"]["total"] != rung_up, "the premise: a total changed"
+        assert check == "ok", "the premise: SQLite sees nothing wrong"
+        wan.mode = "pass"
+        async with journal_requests(broker) as retained, run_hub(settings) as hub:
+            assert hub.outbox is not None
+            await asyncio.wait_for(
+                hq.wait_until(lambda s: acked - {victim} <= s.committed.keys()), 20
+            )
+            # The hub clears the topic as it connects; it asks once the sender found the damage.
+            message = await asyncio.wait_for(next_with(retained, bool), 10)
+            parked = await hub.outbox.store.find(victim)
+            shown = (await hub.outbox.status())["journal_request"]
+            posted_before = hq.sim.commit_count(victim)
+            await one_more_sale_each(lanes, hq, acked)
+            repaired = await hub.outbox.store.find(victim)
+            audit = await hub.outbox.store.audit_log(victim)
+            # Repaired: the request goes (an empty retained message, live to a subscriber).
+            cleared = await asyncio.wait_for(next_with(retained, lambda p: not p), 10)
+    request = json.loads(message.payload)
+    assert posted_before == 0, "a damaged payload is never posted"
+    assert parked is not None
+    assert (parked.status, (parked.last_error or "")[:16]) == ("parked", "PAYLOAD_DAMAGED:")
+    assert request["reason"] == "1 damaged payload"
+    assert request["since"] is not None, "from ten minutes before the damaged sale"
+    assert shown == request, "`edge outbox status` shows what the registers are asked"
+    assert all(hq.sim.commit_count(txn) == 1 for txn in acked), "every acked sale once"
+    assert hq.sim.committed[victim]["data"]["totals"]["total"] == rung_up, "as rung up"
+    assert repaired is not None
+    assert json.loads(repaired.payload)["totals"]["total"] == rung_up, "repaired on disk too"
+    assert [(a["action"], a["actor"]) for a in audit] == [
+        ("parked", "hub"), ("repair", "lane lane-1")
+    ]  # fmt: skip
+    assert cleared.payload == b""
 
 
 async def test_a_replaced_hub_s_backlog_reaches_hq_once_through_the_new_hub(

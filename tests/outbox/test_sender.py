@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from edge.metrics import Metrics
+from edge.outbox.policy import RetryLater
 from edge.outbox.sender import Sender
 from edge.outbox.store import Entry, OutboxStore
 from edge.settings import OutboxSettings
+from edge.sim.damage import flip_a_bit_in
 from edge.sim.hq_api import DEFAULT_TOKEN, Fault, HqApiSimulator, run_hq_api
 from edge.uplink.hq_http import HqHttpConnector
 
@@ -89,3 +91,48 @@ async def test_a_throttled_answer_drops_the_batches_planned_ahead_until_retry_af
     assert sorted(sim.committed) == sorted(f"t-{n}" for n in range(8))
     assert all(sim.commit_count(f"t-{n}") == 1 for n in range(8))
     assert sim.stats.responses[429] == 1
+
+
+async def test_a_damaged_payload_is_parked_unsent_and_a_probe_of_it_does_not_stall_the_breaker(
+    tmp_path: Path,
+) -> None:
+    """The WAN came back and the breaker probes with the oldest item, whose payload was damaged
+    on disk. Nothing of it may be posted; it is parked by the hub (not the cloud), and since
+    no probe went out the breaker probes again with the next item: the rest is delivered."""
+    path = tmp_path / "outbox.db"
+    before = OutboxStore(path)
+    await before.open()
+    for n in range(5):
+        await before.append(entry(f"t-{n}"), now=T0)
+    await before.close()
+    flip_a_bit_in(path, b'"txn_id": "t-0"', b"t-")
+    store = OutboxStore(path)
+    await store.open()
+    sim = HqApiSimulator()
+    clock = Clock()
+    settings = OutboxSettings(concurrency=1, batch_max=5, idle_poll_s=0.05)
+    try:
+        async with run_hq_api(sim=sim) as hq:
+            connector = HqHttpConnector(base_url=hq.url, token=DEFAULT_TOKEN, store_id="s1")
+            sender = Sender(store, connector, settings, Metrics(), clock=clock)
+            lost = RetryLater("connection refused", "connection")
+            sender.breaker.record([lost], clock.now)
+            for _ in range(settings.breaker_threshold - 1):
+                sender.breaker.record([lost], clock.now)
+            assert sender.breaker.state == "open"
+            clock.now += settings.breaker_cooldown_s  # the first probe is due
+            running = asyncio.create_task(sender.run())
+            try:
+                async with asyncio.timeout(WAIT):
+                    await sender.wait_until(lambda: len(sim.committed) == 4)
+            finally:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+        parked = await store.get("t-0")
+    finally:
+        await store.close()
+    assert sorted(sim.committed) == [f"t-{n}" for n in range(1, 5)]
+    assert sim.commit_count("t-0") == 0
+    assert parked is not None
+    assert (parked.status, (parked.last_error or "")[:16]) == ("parked", "PAYLOAD_DAMAGED:")
+    assert sender.breaker.state == "closed"

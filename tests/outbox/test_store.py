@@ -18,11 +18,13 @@ from edge.outbox.store import (
     KeyConflict,
     OutboxError,
     OutboxStore,
+    PayloadDamage,
     StorageFull,
     StoreClosed,
     UnknownItem,
     WrongState,
 )
+from edge.sim.damage import checkpoint, flip_a_bit_in
 
 T0 = 1_800_000_000.0
 
@@ -445,3 +447,50 @@ async def test_the_hub_s_store_knows_whether_its_last_run_closed_it(tmp_path: Pa
     assert again.unclean_stop is None, "closed cleanly"
     await again.close()
     await hub.close()
+
+
+@pytest.mark.parametrize("where", ["payload", "digest"])
+async def test_a_resend_repairs_a_row_damaged_on_disk(tmp_path: Path, where: str) -> None:
+    """A bit flipped inside a stored payload (or inside its digest) leaves the file valid;
+    ``payloads`` answers None for the row, so the sender never posts it. The register's re-send
+    of the same content repairs the row (a parked item is due again, audited), and is still
+    a duplicate for the register. Other content under the same id is still a conflict."""
+    path = tmp_path / "outbox.db"
+    before = OutboxStore(path)
+    await before.open()
+    first = await before.append(entry("t-1", "basket of 41.09"), now=T0)
+    await before.append(entry("t-2", "basket of 51.09"), now=T0)
+    await before.close()
+    if where == "payload":
+        flip_a_bit_in(path, b'"txn_id": "t-1"', b"basket of ")
+    else:
+        checkpoint(path)
+        data = bytearray(path.read_bytes())
+        data[data.index(entry("t-1", "basket of 41.09").digest)] ^= 1
+        path.write_bytes(data)
+    store = OutboxStore(path)
+    await store.open()
+    try:
+        damaged = await store.payloads([first.seq, first.seq + 1])
+        await store.mark_parked([(first.seq, "PAYLOAD_DAMAGED: ...", None)], now=T0, actor="hub")
+        asked = await store.payload_damage()
+        conflict = await asyncio.gather(
+            store.append(entry("t-1", "basket of 99.99"), now=T0 + 5), return_exceptions=True
+        )
+        repair = await store.append(entry("t-1", "basket of 41.09"), now=T0 + 9)
+        repaired = await store.get("t-1")
+        audit = await store.audit_log("t-1")
+        after = (await store.payloads([first.seq]), await store.payload_damage())
+    finally:
+        await store.close()
+    assert damaged == {first.seq: None, first.seq + 1: entry("t-2", "basket of 51.09").payload}
+    assert asked == PayloadDamage(items=1, first_seq=first.seq, first_accepted_at=T0)
+    assert isinstance(conflict[0], KeyConflict), "other content is still refused"
+    assert repair == Appended(first.seq, True, T0, repaired=True)
+    assert repaired is not None
+    assert (repaired.status, repaired.next_attempt_at) == ("pending", T0 + 9), "due again"
+    assert [(a["action"], a["actor"]) for a in audit] == [
+        ("parked", "hub"),
+        ("repair", "lane lane-1"),
+    ]
+    assert after == ({first.seq: entry("t-1", "basket of 41.09").payload}, None)

@@ -374,7 +374,7 @@ class Sender:
             "journals, which repairs it"
         )
         await self._store.mark_parked(
-            [(i.seq, reason, None) for i in items], now=self._clock(), actor="hub"
+            [(i.seq, reason, None) for i in items], now=self._clock(), actor="hub", attempted=False
         )
         self._metrics.outbox_parked.inc(len(items))
 

@@ -716,17 +716,24 @@ class OutboxStore:
         )
 
     async def mark_parked(
-        self, parked: Sequence[tuple[int, str, Any]], *, now: float, actor: str = "cloud"
+        self,
+        parked: Sequence[tuple[int, str, Any]],
+        *,
+        now: float,
+        actor: str = "cloud",
+        attempted: bool = True,
     ) -> None:
-        """(seq, reason, detail): the cloud rejected these; keep its whole error."""
+        """(seq, reason, detail): the cloud rejected these; keep its whole error.
+        ``attempted=False``: parked without being sent (the attempts are not counted up)."""
+        attempt = 1 if attempted else 0
 
         def write(db: sqlite3.Connection) -> None:
             for seq, reason, detail in parked:
                 row = db.execute(
-                    "UPDATE items SET status = 'parked', parked_at = ?, attempts = attempts + 1,"
+                    "UPDATE items SET status = 'parked', parked_at = ?, attempts = attempts + ?,"
                     " last_error = ?, error_detail = ? WHERE seq = ? AND status = 'pending'"
                     " RETURNING key",
-                    (now, reason, json.dumps(detail) if detail is not None else None, seq),
+                    (now, attempt, reason, json.dumps(detail) if detail is not None else None, seq),
                 ).fetchone()
                 if row is not None:
                     self._audit(db, now, row["key"], "parked", actor, reason)

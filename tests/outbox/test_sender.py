@@ -135,4 +135,5 @@ async def test_a_damaged_payload_is_parked_unsent_and_a_probe_of_it_does_not_sta
     assert sim.commit_count("t-0") == 0
     assert parked is not None
     assert (parked.status, (parked.last_error or "")[:16]) == ("parked", "PAYLOAD_DAMAGED:")
+    assert parked.attempts == 0, "never sent"
     assert sender.breaker.state == "closed"

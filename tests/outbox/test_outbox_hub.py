@@ -349,7 +349,8 @@ def two_lanes(broker: MosquittoProcess) -> list[SimLane]:
 
 async def one_more_sale_each(lanes: list[SimLane], hq: Any, acked: set[str]) -> None:
     """Each lane rings up one more sale (answering a re-send request first, as a register
-    does between sales); then HQ must hold every sale acknowledged before."""
+    does between sales: wait until the hub has published it, or a lane may ring up its sale
+    and stop before it comes); then HQ must hold every sale acknowledged before."""
     await asyncio.gather(*(lane.run(count=len(lane.stats.acked) + 1) for lane in lanes))
     await asyncio.wait_for(hq.wait_until(lambda s: acked <= s.committed.keys()), 20)
 
@@ -391,9 +392,10 @@ async def test_after_a_salvage_the_hub_asks_the_registers_for_their_journals(
         async with run_hub(settings) as hub:
             assert hub.outbox is not None
             report = hub.outbox.store.salvage_report
-            await one_more_sale_each(lanes, hq, acked)
             async with journal_requests(broker) as retained:
-                request = json.loads((await asyncio.wait_for(retained.get(), 5)).payload)
+                asked = await asyncio.wait_for(next_with(retained, bool), 5)
+            request = json.loads(asked.payload)
+            await one_more_sale_each(lanes, hq, acked)
         assert report is not None
         Path(report.damaged_file).unlink()  # the technician, done with it
         async with journal_requests(broker) as retained:
@@ -444,6 +446,8 @@ async def test_commits_a_lying_disk_dropped_come_back_from_the_registers_journal
             assert hub.outbox is not None
             assert hub.outbox.store.unclean_stop is not None
             shown = (await hub.outbox.status())["journal_request"]
+            async with journal_requests(broker) as retained:
+                await asyncio.wait_for(next_with(retained, bool), 5)  # published
             await one_more_sale_each(lanes, hq, acked)
         async with journal_requests(broker) as retained:
             asked = json.loads((await asyncio.wait_for(retained.get(), 5)).payload)

@@ -116,8 +116,7 @@ async def test_a_damaged_payload_is_parked_unsent_and_a_probe_of_it_does_not_sta
             connector = HqHttpConnector(base_url=hq.url, token=DEFAULT_TOKEN, store_id="s1")
             sender = Sender(store, connector, settings, Metrics(), clock=clock)
             lost = RetryLater("connection refused", "connection")
-            sender.breaker.record([lost], clock.now)
-            for _ in range(settings.breaker_threshold - 1):
+            for _ in range(settings.breaker_threshold):  # the WAN was down
                 sender.breaker.record([lost], clock.now)
             assert sender.breaker.state == "open"
             clock.now += settings.breaker_cooldown_s  # the first probe is due

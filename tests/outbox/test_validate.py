@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from edge.outbox.transactions import KINDS, Sale, transaction_json_schema
+from edge.outbox.transactions import DECIMAL_FIELDS, KINDS, Sale, transaction_json_schema
 from edge.outbox.validate import (
     VALIDATION_ERROR_CODES,
     Accepted,
@@ -1043,20 +1043,45 @@ def _dump(value: Any, *, plain_numbers: bool) -> str:
 def test_documents_the_card_scan_skips_have_no_card_number_in_them(
     document: Any, plain_numbers: bool, escaped: bool
 ) -> None:
-    """Validation skips the per-value card scan when the raw text cannot hold a candidate (it
-    costs a third of a sale's validation). Prevents the shortcut ever letting through what
-    the full scan refuses: digits in numbers Decimal writes in exponent form, escapes,
-    grouped and full-width digits, keys."""
+    """Validation skips the per-value card scan when neither the raw text nor the parser's
+    report can hold a candidate (it costs a third of a sale's validation). Prevents the
+    shortcut ever letting through what the full scan refuses: digits in numbers Decimal
+    writes in exponent form, escapes, grouped and full-width digits, keys."""
     from edge.outbox.validate import _may_hold_card_number, _parse, _scan
 
     text = _dump(document, plain_numbers=plain_numbers)
     if escaped:  # full-width digits as \uff14
         text = text.encode("ascii", "backslashreplace").decode()
+    parsed = _parse(text)
     refused: str | None = None
     try:
-        _scan(_parse(text))
+        _scan(parsed.tree)
     except TransactionRejected as error:
         refused = error.code
     if refused is not None:
         assert refused == ValidationCode.CARD_NUMBER_REFUSED
-        assert _may_hold_card_number(text), text
+        assert parsed.exponent_numbers or _may_hold_card_number(text), text
+
+
+@settings(max_examples=600)
+@given(
+    st.sampled_from(sorted(DECIMAL_FIELDS)),
+    st.integers(min_value=0, max_value=4),
+    st.text(alphabet="-0123456789.e+ ", max_size=18)
+    | st.from_regex(r"-?(0|[1-9][0-9]{0,13})(\.[0-9]{1,7})?", fullmatch=True),
+)
+@example("quantity", 3, "0.000")
+@example("amount", 2, "-0")
+@example("amount", 0, "5.0")
+@example("amount", 2, "1234567890123")
+def test_the_fast_decimal_check_accepts_exactly_what_the_reasoned_one_does(
+    key: str, places: int, written: str
+) -> None:
+    """Step 7's common case is one pattern per field; the reasons come from a second pass
+    only when it fails. The two must agree on every string, or a figure would be accepted
+    that the rules refuse (or refused with no reason to give)."""
+    from edge.outbox.validate import _decimal_problem, _fine_pattern
+
+    rule = DECIMAL_FIELDS[key]
+    fine = _fine_pattern(rule, places).fullmatch(written) is not None
+    assert fine == (_decimal_problem(key, written, rule, places, "XXX") is None), written

@@ -145,7 +145,7 @@ def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
             ("delivered/min", f"{body.get('delivered_per_min', 0):.0f}"),
             ("accepted/min", f"{body.get('accepted_per_min', 0):.0f}"),
             ("connector", str(body.get("connector"))),
-            ("WAN breaker", f"{breaker.get('state', '-')}"),
+            ("WAN breaker", _breaker(breaker)),
             (
                 "disk free",
                 f"{disk.get('free_bytes', 0) / 1e6:.0f} MB"
@@ -186,6 +186,19 @@ def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
             f"{body['key']} (seq {body['seq']}): now {body['status']}"
             f" (at {time.strftime('%H:%M:%S')})"
         )
+
+
+def _breaker(breaker: dict[str, Any]) -> str:
+    """The breaker's state and, in an outage, since when and the next probe."""
+    state = str(breaker.get("state", "-"))
+    if state not in ("open", "half_open"):
+        return state
+    text = "open" if state == "open" else "half-open (probing)"
+    if since := breaker.get("down_since"):
+        text += f": the cloud unreachable since {when(since)}"
+    if state == "open" and (probe := breaker.get("next_probe_at")):
+        text += f"; next probe {when(probe)}"
+    return text
 
 
 def _show(console: Console, item: dict[str, Any]) -> None:

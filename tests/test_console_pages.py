@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
+from edge.api_client import when
 from edge.app import Hub
 from edge.console.alerts import store_alerts
 from edge.console.auth import Accounts
@@ -186,7 +187,7 @@ def test_alerts_say_what_to_do_most_severe_first() -> None:
         "pending": 40,
         "parked": 2,
         "oldest_pending_age_s": 3600.0,
-        "breaker": {"state": "open"},
+        "breaker": {"state": "open", "down_since": 1_795_500_000.0},
         "disk": {"free_bytes": 300_000_000, "floor_bytes": 256_000_000},
     }
     catalogue = {
@@ -207,6 +208,8 @@ def test_alerts_say_what_to_do_most_severe_first() -> None:
         "REGISTERS_NOT_FOLLOWING",
     }
     assert "OUTBOX_SLOW" not in codes, "a WAN outage explains the wait"
+    wan = next(a for a in alerts if a.code == "WAN_DOWN")
+    assert f"unreachable since {when(1_795_500_000.0)}; 40 sale(s)" in wan.message
     # While a probe is in flight (half-open) the WAN is still down: no blinking alert.
     probing = store_alerts({**outbox, "breaker": {"state": "half_open"}}, {"online": 3}, None)
     assert "WAN_DOWN" in [a.code for a in probing]

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from edge.api_client import when
+
 Level = Literal["critical", "warning", "info"]
 
 OLDEST_PENDING_WARN_S: Final = 15 * 60.0
@@ -75,12 +77,13 @@ def _outbox_alerts(outbox: Mapping[str, Any]) -> list[Alert]:
     # Half-open (a probe in flight) is still the outage: the alert must not blink off.
     down = breaker in ("open", "half_open")
     if down:
+        since = outbox.get("breaker", {}).get("down_since")
         found.append(
             Alert(
                 "warning",
                 "WAN_DOWN",
-                f"the cloud is unreachable; {pending} sale(s) "
-                "kept safely on the hub, sent when it is back",
+                f"the cloud is unreachable{f' since {when(since)}' if since else ''}; "
+                f"{pending} sale(s) kept safely on the hub, sent when it is back",
             )
         )
     oldest = outbox.get("oldest_pending_age_s")

@@ -32,6 +32,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from edge.api_client import when
 from edge.bus.errors import RequestError
 from edge.catalogue.service import CatalogueService
 from edge.console.alerts import store_alerts
@@ -201,19 +202,13 @@ async def outbox_page(request: web.Request) -> web.Response:
     parked = [item_json(i) for i in await source.outbox.items("parked", 200, 0)]
     pending = [item_json(i) for i in await source.outbox.items("pending", 50, 0)]
     for item in parked:
-        item["parked_at"] = _when(item["parked_at"])
+        item["parked_at"] = when(item["parked_at"])
         detail = item["error_detail"]
         item["error_detail"] = json.dumps(detail, indent=2) if detail is not None else ""
     return _render(request, "outbox.html", _context(
         request, "Outbox", "/outbox", status=status, wan=_wan(status), parked=parked,
         pending=pending,
     ))  # fmt: skip
-
-
-def _when(epoch: float | None) -> str:
-    if not epoch:
-        return "-"
-    return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def _reason(request: web.Request, back: str) -> str:
@@ -402,7 +397,7 @@ async def preview_image(request: web.Request) -> web.Response:
 async def _enroll_view(request: web.Request, created: dict[str, str] | None) -> web.Response:
     enrollment = request.app[SOURCE].enrollment
     devices = await asyncio.to_thread(enrollment.identity.devices) if enrollment else []
-    rows = [{**d.as_dict(), "not_after_text": _when(d.not_after)} for d in devices]
+    rows = [{**d.as_dict(), "not_after_text": when(d.not_after)} for d in devices]
     return _render(request, "enroll.html", _context(
         request, "Enrollment", "/enroll", enabled=enrollment is not None, devices=rows,
         created=created, roles=ROLES,
@@ -428,7 +423,7 @@ async def enroll_create(request: web.Request) -> web.Response:
     uri = enroll_uri(created.code, enrollment.identity.ca_fingerprint, request.app[SOURCE].lan_url)
     return await _enroll_view(request, {
         "name": created.name, "role": created.role, "code": created.code,
-        "expires": _when(created.expires_at), "uri": uri, "qr": qr_svg(uri),
+        "expires": when(created.expires_at), "uri": uri, "qr": qr_svg(uri),
     })  # fmt: skip
 
 

@@ -161,6 +161,9 @@ class CircuitBreaker:
     open_until: float | None = None
     cooldown: float = 0.0
     probe_in_flight: bool = False
+    down_since: float | None = None
+    """When the cloud stopped answering: the breaker's first opening of this outage (kept
+    while probes fail and it opens again; None once closed)."""
     transitions: list[tuple[float, BreakerState, BreakerState]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -207,7 +210,7 @@ class CircuitBreaker:
         self.probe_in_flight = False
         if self.state != "closed":
             self.cooldown = 0.0
-            self.opened_at = self.open_until = None
+            self.opened_at = self.open_until = self.down_since = None
             self._move("closed", now)
 
     def _failure(self, now: float) -> None:
@@ -225,6 +228,8 @@ class CircuitBreaker:
             self._open(now)
 
     def _open(self, now: float) -> None:
+        if self.state == "closed":
+            self.down_since = now
         self.opened_at = now
         self.open_until = now + self.cooldown
         self._move("open", now)
@@ -240,6 +245,7 @@ class CircuitBreaker:
             "state": self.state,
             "consecutive_failures": self.consecutive_failures,
             "opened_at": self.opened_at,
+            "down_since": self.down_since,
             "next_probe_at": self.next_probe_at,
             "cooldown_s": self.cooldown,
         }

@@ -108,6 +108,22 @@ def test_half_open_allows_one_probe_and_doubles_cooldown_up_to_cap() -> None:
     assert breaker.gate(13.0) == "send"
 
 
+def test_the_breaker_knows_since_when_the_cloud_is_down_across_failed_probes() -> None:
+    """What a technician wants to know at 7 a.m.: since when, not since the last probe."""
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_base=2.0)
+    breaker.record([CONN], 100.0)
+    breaker.gate(102.0)
+    breaker.begin_probe(102.0)
+    breaker.record([CONN], 102.5)  # the probe failed: open again
+    assert (breaker.opened_at, breaker.snapshot()["down_since"]) == (102.5, 100.0)
+    breaker.gate(106.5)
+    breaker.begin_probe(106.5)
+    breaker.record([Delivered("r")], 107.0)
+    assert breaker.snapshot()["down_since"] is None
+    breaker.record([CONN], 200.0)
+    assert breaker.down_since == 200.0, "a new outage"
+
+
 def test_a_probe_that_was_not_sent_lets_another_go_without_a_new_cooldown() -> None:
     """The probe's item could not be sent (its payload was damaged on disk): nothing was
     learnt about the WAN, so the next plan probes again at once, the cooldown unchanged."""

@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge.api_client import when
 from edge.app import Hub
 from edge.bus import Topics
 from edge.bus.client import Message
@@ -694,6 +695,13 @@ async def test_outbox_drain_shows_the_backlog_going_out(
         wan.mode = "refuse"
         for n in range(60, 65):
             assert (await lane.request(SUBMIT, sale(n))).ok
+        sender = hub.outbox.sender  # type: ignore[union-attr]
+        await asyncio.wait_for(sender.wait_until(lambda: sender.breaker.down_since), 10)
+        down_since = sender.breaker.down_since
+        status = await asyncio.create_subprocess_exec(
+            EDGE, "outbox", "--url", hub.http.url, "status", stdout=asyncio.subprocess.PIPE
+        )  # fmt: skip
+        shown = (await status.communicate())[0].decode()
         code, out = await edge("--wait", "0.3", "--json")
         assert code == 1
         waiting = json.loads(out)
@@ -711,3 +719,4 @@ async def test_outbox_drain_shows_the_backlog_going_out(
         assert code == 0
         assert "nothing pending" in out
     assert {sale(n)["txn_id"] for n in range(60, 65)} <= hq.sim.committed.keys()
+    assert f"the cloud unreachable since {when(down_since)}" in shown, shown

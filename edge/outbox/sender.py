@@ -46,7 +46,7 @@ from typing import Any
 
 from edge.metrics import Metrics
 from edge.outbox import policy
-from edge.outbox.store import PAYLOAD_DAMAGED, Item, OutboxStore
+from edge.outbox.store import Item, OutboxStore
 from edge.settings import OutboxSettings
 from edge.uplink.base import Connector, Outbound
 
@@ -361,22 +361,23 @@ class Sender:
         posted. Parked by the hub, not the cloud: the breaker and the throttle learn nothing
         from them. The service asks the registers for their journals; a re-send repairs the
         item and makes it due again (edge.outbox.store, *Payload damage*)."""
-        for item in items:
-            log.error(
-                "outbox: %s (seq %d): the stored payload no longer matches its digest "
-                "(damaged on disk); parked until its register re-sends it",
-                item.key,
-                item.seq,
-            )
         reason = (
-            f"{PAYLOAD_DAMAGED}: the stored copy no longer matches the digest taken when it was "
-            "accepted (damaged on disk); not posted. The registers are asked to re-send their "
-            "journals, which repairs it"
+            "the stored copy no longer matches the digest taken when it was accepted (damaged "
+            "on disk); not posted. The registers are asked to re-send their journals, which "
+            "repairs it"
         )
-        await self._store.mark_parked(
-            [(i.seq, reason, None) for i in items], now=self._clock(), actor="hub", attempted=False
+        parked = set(
+            await self._store.park_damaged([i.seq for i in items], reason, now=self._clock())
         )
-        self._metrics.outbox_parked.inc(len(items))
+        for item in items:
+            if item.seq in parked:
+                log.error(
+                    "outbox: %s (seq %d): the stored payload no longer matches its digest "
+                    "(damaged on disk); parked until its register re-sends it",
+                    item.key,
+                    item.seq,
+                )
+        self._metrics.outbox_parked.inc(len(parked))
 
     async def _record(self, verdict: _Verdict) -> None:
         now = verdict.now

@@ -716,29 +716,48 @@ class OutboxStore:
         )
 
     async def mark_parked(
-        self,
-        parked: Sequence[tuple[int, str, Any]],
-        *,
-        now: float,
-        actor: str = "cloud",
-        attempted: bool = True,
+        self, parked: Sequence[tuple[int, str, Any]], *, now: float, actor: str = "cloud"
     ) -> None:
-        """(seq, reason, detail): the cloud rejected these; keep its whole error.
-        ``attempted=False``: parked without being sent (the attempts are not counted up)."""
-        attempt = 1 if attempted else 0
+        """(seq, reason, detail): the cloud rejected these; keep its whole error."""
 
         def write(db: sqlite3.Connection) -> None:
             for seq, reason, detail in parked:
                 row = db.execute(
-                    "UPDATE items SET status = 'parked', parked_at = ?, attempts = attempts + ?,"
+                    "UPDATE items SET status = 'parked', parked_at = ?, attempts = attempts + 1,"
                     " last_error = ?, error_detail = ? WHERE seq = ? AND status = 'pending'"
                     " RETURNING key",
-                    (now, attempt, reason, json.dumps(detail) if detail is not None else None, seq),
+                    (now, reason, json.dumps(detail) if detail is not None else None, seq),
                 ).fetchone()
                 if row is not None:
                     self._audit(db, now, row["key"], "parked", actor, reason)
 
         await self._write(write)
+
+    async def park_damaged(self, seqs: Sequence[int], reason: str, *, now: float) -> list[int]:
+        """Park, as :data:`PAYLOAD_DAMAGED` by the hub (not sent: the attempts stay), those of
+        ``seqs`` still pending whose payload still fails its digest; returns them. Checked
+        again here, on the writer: a register's re-send may have repaired one since the
+        sender read it (both run on this thread, so nothing slips in between)."""
+
+        def write(db: sqlite3.Connection) -> list[int]:
+            parked = []
+            for seq in seqs:
+                row = db.execute(
+                    "SELECT key, payload, digest FROM items WHERE seq = ? AND status = 'pending'",
+                    (seq,),
+                ).fetchone()
+                if row is None or hashlib.sha256(row["payload"]).digest() == bytes(row["digest"]):
+                    continue
+                db.execute(
+                    "UPDATE items SET status = 'parked', parked_at = ?, last_error = ?,"
+                    " error_detail = NULL WHERE seq = ?",
+                    (now, f"{PAYLOAD_DAMAGED}: {reason}", seq),
+                )
+                self._audit(db, now, row["key"], "parked", "hub", f"{PAYLOAD_DAMAGED}: {reason}")
+                parked.append(seq)
+            return parked
+
+        return await self._write(write)
 
     async def release_backoff(self, *, now: float, limit: int) -> int:
         """Make pending items still backing off due ``now`` (the WAN came back), at most

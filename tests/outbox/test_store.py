@@ -472,7 +472,7 @@ async def test_a_resend_repairs_a_row_damaged_on_disk(tmp_path: Path, where: str
     await store.open()
     try:
         damaged = await store.payloads([first.seq, first.seq + 1])
-        await store.mark_parked([(first.seq, "PAYLOAD_DAMAGED: ...", None)], now=T0, actor="hub")
+        parked = await store.park_damaged([first.seq, first.seq + 1], "damaged", now=T0)
         asked = await store.payload_damage()
         conflict = await asyncio.gather(
             store.append(entry("t-1", "basket of 99.99"), now=T0 + 5), return_exceptions=True
@@ -481,9 +481,14 @@ async def test_a_resend_repairs_a_row_damaged_on_disk(tmp_path: Path, where: str
         repaired = await store.get("t-1")
         audit = await store.audit_log("t-1")
         after = (await store.payloads([first.seq]), await store.payload_damage())
+        # The sender read it damaged before the re-send: its park comes too late, and is not
+        # done (a repaired sale parked for damage would never be re-sent again).
+        late = await store.park_damaged([first.seq], "damaged", now=T0 + 10)
+        still = await store.get("t-1")
     finally:
         await store.close()
     assert damaged == {first.seq: None, first.seq + 1: entry("t-2", "basket of 51.09").payload}
+    assert parked == [first.seq], "only the damaged one"
     assert asked == PayloadDamage(items=1, first_seq=first.seq, first_accepted_at=T0)
     assert isinstance(conflict[0], KeyConflict), "other content is still refused"
     assert repair == Appended(first.seq, True, T0, repaired=True)
@@ -494,3 +499,6 @@ async def test_a_resend_repairs_a_row_damaged_on_disk(tmp_path: Path, where: str
         ("repair", "lane lane-1"),
     ]
     assert after == ({first.seq: entry("t-1", "basket of 41.09").payload}, None)
+    assert late == []
+    assert still is not None
+    assert still.status == "pending"

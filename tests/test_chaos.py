@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 from edge.chaos.invariants import (
@@ -98,6 +99,23 @@ def test_checker_finds_unexplained_or_unexpected_parking_stuck_phantoms_and_refu
     )
 
 
+def test_checker_finds_a_sale_the_cloud_holds_with_another_amount() -> None:
+    """A bit flipped on the hub's disk must never reach the ERP: the cloud's record adds up to
+    what the lane rang up, or it is a finding."""
+    findings, tally = check(
+        Records(
+            rung=RUNG,
+            acked=frozenset({"t1", "t2"}),
+            cloud={"t1": 1, "t2": 1},
+            rung_amounts={"t1": Decimal("51.09"), "t2": Decimal("7.15"), "t3": Decimal("1")},
+            cloud_amounts={"t1": Decimal("41.09"), "t2": Decimal("7.150")},
+        )
+    )
+    assert [(f.kind, f.subject) for f in findings] == [(FindingKind.ALTERED, "t1")]
+    assert "the cloud holds 41.09, the lane rang up 51.09" in findings[0].detail
+    assert (tally.altered, tally.amounts_checked) == (1, 2)
+
+
 def test_checker_finds_a_register_whose_catalogue_differs_from_the_hubs() -> None:
     hub = Catalogue("e:7", {("item", "A"): b'{"p":1}', ("item", "B"): b'{"p":2}'})
     findings, _ = check(
@@ -159,6 +177,7 @@ async def test_short_chaos_run_is_clean_and_really_injects_every_fault(tmp_path:
     assert summary["broker_starts"] >= 2
     t = summary["transactions"]
     assert t["acked"] > 20, "too little traffic to prove anything"
-    assert t["lost"] == t["duplicates"] == t["stuck"] == 0
+    assert t["lost"] == t["duplicates"] == t["stuck"] == t["altered"] == 0
     assert t["delivered"] + t["parked"] == t["acked"]
+    assert t["amounts_checked"] >= t["delivered"], "every sale's amount in the cloud checked"
     assert summary["catalogue"]["lanes_equal"] == 3

@@ -76,7 +76,7 @@ from edge.chaos.schedule import DEFAULT_KINDS, Episode, FaultKind, draw_schedule
 from edge.demo import NetSuiteCloud
 from edge.settings import settings_from_dict
 from edge.sim.catalogue_follower import FeedFollower, FeedRefused, IncompleteFeed, hub_records
-from edge.sim.damage import damage_a_page
+from edge.sim.damage import damage_a_page, flip_a_pending_amount
 from edge.sim.netsuite.faults import FaultPlan, FaultProfile
 from edge.sim.netsuite.server import NetSuiteSim, run_netsuite_sim
 from edge.sim.process import HubProcess
@@ -89,6 +89,9 @@ log = logging.getLogger(__name__)
 STORE_ID = "chaos"
 MiB = 1024 * 1024
 #: Record types that carry a transaction's own external id (the others are its payments).
+REQUEST_POLL_S = 0.2
+"""How often a lane with nothing to ring up looks for the hub's journal requests."""
+
 PRIMARY_RECORDS = ("cashsale", "invoice", "cashrefund", "creditmemo")
 #: systemd's RestartSec for the hub after it exits by itself.
 RESTART_AFTER_S = 1.0
@@ -374,6 +377,8 @@ def _status(state: str, *, device: str | None = None, reason: str | None = None)
 @dataclass
 class LaneFigures:
     rung: set[str] = field(default_factory=set)
+    amounts: dict[str, Decimal] = field(default_factory=dict)
+    """By txn id: what the sale adds up to in the cloud's record (lines less discounts)."""
     acked: set[str] = field(default_factory=set)
     refused: dict[str, str] = field(default_factory=dict)
     resends: int = 0
@@ -389,7 +394,8 @@ class ChaosLane:
     :meth:`powered` is one powered-on period: cancelling its task is pulling the plug (the
     MQTT connection drops, the last will says ``offline``); the sale in hand stays in
     :attr:`pending` and is re-sent, same id and content, by the next :meth:`powered`. Once
-    :attr:`closing` is set, :meth:`powered` returns as soon as nothing is in hand.
+    :attr:`closing` is set it rings up nothing more, sets :attr:`idle` once nothing is in
+    hand, and goes on answering the hub's journal requests until :attr:`off` is set.
     """
 
     def __init__(
@@ -414,6 +420,11 @@ class ChaosLane:
         self.number = 0
         self.pending: dict[str, Any] | None = None
         self.closing = False
+        """Set by the run: ring up nothing more once the sale in hand is acknowledged."""
+        self.idle = asyncio.Event()
+        """Closing, and nothing in hand."""
+        self.off = asyncio.Event()
+        """Set by the run after the drain: :meth:`powered` returns."""
         self.figures = LaneFigures()
         self.follower = FeedFollower(hub_url, lane_id)
         self.journal = Journal()
@@ -433,11 +444,22 @@ class ChaosLane:
 
     async def _sell(self) -> None:
         attempt = 0
-        while not (self.closing and self.pending is None):
+        while not self.off.is_set():
             try:
                 async with self._connect() as requester:
                     attempt = 0
-                    while not (self.closing and self.pending is None):
+                    while not self.off.is_set():
+                        if self.closing and self.pending is None:
+                            # Nothing more to ring up; still on, as a register stays on: it
+                            # answers the hub's re-send requests until the run ends.
+                            self.idle.set()
+                            self.figures.journal_resent += await self.journal.answer(
+                                self._resend_requests, lambda txn: self._submit(requester, txn)
+                            )
+                            with contextlib.suppress(TimeoutError):
+                                async with asyncio.timeout(REQUEST_POLL_S):
+                                    await self.off.wait()
+                            continue
                         if self.pending is None:
                             self.number += 1
                             self.pending = make_sale(
@@ -447,6 +469,10 @@ class ChaosLane:
                                 rng=self._rng,
                             )
                             self.figures.rung.add(self.pending["txn_id"])
+                            totals = self.pending["totals"]
+                            self.figures.amounts[self.pending["txn_id"]] = Decimal(
+                                totals["subtotal"]
+                            ) - Decimal(totals["discount_total"])
                         self.figures.journal_resent += await self.journal.answer(
                             self._resend_requests, lambda txn: self._submit(requester, txn)
                         )
@@ -562,6 +588,8 @@ class ChaosResult:
                 "duplicates": self.tally.duplicates,
                 "lost": self.tally.lost,
                 "stuck": self.tally.stuck,
+                "altered": self.tally.altered,
+                "amounts_checked": self.tally.amounts_checked,
             },
             "drain_s": self.drain_s,
             "findings": [
@@ -807,16 +835,22 @@ class ChaosRun:
                 if power[lane.lane_id].done():
                     switch_on(lane)
             self.say("faults stopped; the lanes finish the sale in hand")
-            # 2. The lanes stop ringing up and finish the sale in hand.
+            # 2. The lanes stop ringing up and finish the sale in hand (still on: they answer
+            # the hub's journal requests, as registers do).
             for lane in lanes:
                 lane.closing = True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(o.drain_timeout_s):
+                    await asyncio.gather(*(lane.idle.wait() for lane in lanes))
+            # 3. The backlog drains.
+            drain_s = await self._drain(http, hub_url, stopped_at, o.drain_timeout_s)
+            for lane in lanes:
+                lane.off.set()
             tasks = list(power.values())
             _, late = await asyncio.wait(tasks, timeout=o.drain_timeout_s)
             for task in late:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            # 3. The backlog drains.
-            drain_s = await self._drain(http, hub_url, stopped_at, o.drain_timeout_s)
             self.say(
                 "outbox empty "
                 + (f"{drain_s:.1f} s after the faults stopped" if drain_s is not None
@@ -915,11 +949,17 @@ class ChaosRun:
                 switch_on(lane)
         elif kind is FaultKind.DISK_DAMAGE:
             outbox = disk.path / "outbox.db"
-            pages: list[int | None] = []
+            damaged: list[object | None] = []
+            rng = self._rng
+            damage = (
+                (lambda: damaged.append(flip_a_pending_amount(outbox, rng)))
+                if variant == "bit_rot"
+                else (lambda: damaged.append(damage_a_page(outbox, rng)))
+            )
             try:
-                await hub.kill(duration, lambda: pages.append(damage_a_page(outbox, self._rng)))
+                await hub.kill(duration, damage)
             finally:
-                self.injected[label] += sum(1 for page in pages if page is not None)
+                self.injected[label] += sum(1 for done in damaged if done is not None)
         elif kind is FaultKind.REJECTION:
             assert episode.lane is not None
             lane = lanes[episode.lane]
@@ -995,12 +1035,19 @@ class ChaosRun:
     async def _drain(
         self, http: aiohttp.ClientSession, hub_url: str, since: float, timeout: float
     ) -> float | None:
-        """Seconds from ``since`` until the hub's outbox holds nothing pending (None: not in
-        ``timeout``). Polls the hub's status, as a technician's `edge outbox status` would."""
+        """Seconds from ``since`` until the hub's outbox holds nothing pending and no sale
+        parked for a damaged payload (its lane's re-send repairs it: None when that or the
+        drain takes longer than ``timeout``). Polls the hub's status, as a technician's `edge
+        outbox status` would."""
         deadline = since + timeout
         while time.monotonic() < deadline:
             status = await _get_json(http, f"{hub_url}/api/v1/outbox")
-            if status is not None and int(status.get("pending", 1)) == 0:
+            asked = (status or {}).get("journal_request") or {}
+            if (
+                status is not None
+                and int(status.get("pending", 1)) == 0
+                and "damaged payload" not in asked.get("reason", "")
+            ):
                 return time.monotonic() - since
             await asyncio.sleep(0.25)
         return None
@@ -1077,12 +1124,15 @@ class ChaosRun:
         rung = frozenset().union(*(lane.figures.rung for lane in lanes))
         by_eid = {external_id(txn).lower(): txn for txn in rung}
         cloud_counts: Counter[str] = Counter()
+        cloud_amounts: dict[str, Decimal] = {}
         unknown: set[str] = set()
         for (record_type, eid), n in cloud.sim.ledger().items():
             if record_type.lower() not in PRIMARY_RECORDS:
                 continue
             if eid in by_eid:
                 cloud_counts[by_eid[eid]] += n
+                if (record := cloud.sim.record(record_type, eid)) is not None:
+                    cloud_amounts[by_eid[eid]] = record.total
             else:
                 unknown.add(eid)
         lane_catalogues = {
@@ -1102,6 +1152,8 @@ class ChaosRun:
             refused={k: v for lane in lanes for k, v in lane.figures.refused.items()},
             hub_catalogue=hub_catalogue,
             lane_catalogues=lane_catalogues if hub_catalogue is not None else {},
+            rung_amounts={k: v for lane in lanes for k, v in lane.figures.amounts.items()},
+            cloud_amounts=cloud_amounts,
         )
         findings, tally = check(records)
         if drain_s is None and not any(f.kind == "stuck" for f in findings):

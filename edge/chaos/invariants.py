@@ -6,6 +6,8 @@ What a chaos run must end with, after the faults stopped and the backlog drained
   parked on the hub with the cloud's reason (the only explained way not to be there);
 - **nothing is twice in the cloud**: every transaction (acknowledged or not: a lane may have
   been switched off before the ack of a sale the hub did take) is recorded at most once;
+- **nothing is altered**: what the cloud holds for a sale adds up to what the lane rang up
+  (a bit flipped on the hub's disk must never reach the ERP);
 - **nothing is in the cloud that no lane rang up**;
 - **every parked item is explained**: it carries the cloud's error, and the cloud was told to
   refuse it (a parked sale nobody refused is a valid sale the hub gave up on);
@@ -22,6 +24,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 __all__ = ["Catalogue", "Finding", "FindingKind", "OutboxRecord", "Records", "Tally", "check"]
 
@@ -35,6 +38,7 @@ class FindingKind(enum.StrEnum):
     STUCK = "stuck"
     REFUSED = "refused"
     CATALOGUE_DIFFERS = "catalogue_differs"
+    ALTERED = "altered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,10 @@ class Records:
     """Transaction id -> error code, for the transactions the hub refused for good."""
     hub_catalogue: Catalogue | None = None
     lane_catalogues: Mapping[str, Catalogue] = field(default_factory=dict)
+    rung_amounts: Mapping[str, Decimal] = field(default_factory=dict)
+    """Transaction id -> what the lane rang up, as the cloud's record adds it up."""
+    cloud_amounts: Mapping[str, Decimal] = field(default_factory=dict)
+    """Transaction id -> what the cloud's record adds up to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,9 @@ class Tally:
     duplicates: int
     lost: int
     stuck: int
+    altered: int = 0
+    amounts_checked: int = 0
+    """Sales whose amount in the cloud was compared with what the lane rang up."""
 
 
 def check(records: Records) -> tuple[list[Finding], Tally]:
@@ -146,6 +157,14 @@ def check(records: Records) -> tuple[list[Finding], Tally]:
                     f"parked though the cloud was never told to refuse it: {held.error}",
                 )
             )
+    for txn, amount in sorted(records.cloud_amounts.items()):
+        rung = records.rung_amounts.get(txn)
+        if rung is not None and amount != rung:
+            findings.append(
+                Finding(
+                    FindingKind.ALTERED, txn, f"the cloud holds {amount}, the lane rang up {rung}"
+                )
+            )
     for txn, code in sorted(records.refused.items()):
         findings.append(Finding(FindingKind.REFUSED, txn, f"refused for good by the hub: {code}"))
     hub = records.hub_catalogue
@@ -174,5 +193,7 @@ def check(records: Records) -> tuple[list[Finding], Tally]:
         duplicates=per_kind[FindingKind.DUPLICATED],
         lost=per_kind[FindingKind.LOST],
         stuck=per_kind[FindingKind.STUCK],
+        altered=per_kind[FindingKind.ALTERED],
+        amounts_checked=len(records.cloud_amounts.keys() & records.rung_amounts.keys()),
     )
     return findings, tally

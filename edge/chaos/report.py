@@ -49,6 +49,11 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         ("parked with the cloud's reason", str(t["parked"]), True),
         ("duplicated in the cloud", str(t["duplicates"]), t["duplicates"] == 0),
         ("lost", str(t["lost"]), t["lost"] == 0),
+        (
+            "altered in the cloud",
+            f"{t['altered']} of {t['amounts_checked']} checked",
+            t["altered"] == 0,
+        ),
         ("still pending after the drain", str(t["stuck"]), t["stuck"] == 0),
         ("drain time", "not in time" if drain is None else f"{drain:.1f} s", drain is not None),
         ("lane re-sends (journal)", str(lanes["resends"]), True),

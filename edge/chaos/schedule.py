@@ -44,9 +44,11 @@ class FaultKind(enum.StrEnum):
     """The cloud is told to refuse a sale lane ``lane`` will ring up ``ahead`` sales from now
     (a business rule): it must end parked on the hub, with the cloud's error."""
     DISK_DAMAGE = "disk_damage"
-    """SIGKILL of the hub, one page of its outbox file overwritten (a bad sector) while it is
-    down for ``duration_s``: it salvages the file at its start and asks the lanes for their
-    journals from just before what it lost."""
+    """SIGKILL of the hub and, while it is down for ``duration_s``, its outbox file damaged:
+    ``bad_sector``, one page overwritten (it salvages the file at its start and asks the
+    lanes for their journals from just before what it lost); ``bit_rot``, one bit flipped in
+    a pending sale's amount, every page still valid (it never posts that sale, asks for the
+    journals, and the lane's re-send repairs it)."""
 
 
 DEFAULT_KINDS: tuple[FaultKind, ...] = tuple(FaultKind)
@@ -67,7 +69,7 @@ VARIANTS: dict[FaultKind, tuple[str, ...]] = {
     FaultKind.DISK_FULL: ("below_floor", "full"),
     FaultKind.LANE_FLAP: ("off",),
     FaultKind.REJECTION: ("business_rule",),
-    FaultKind.DISK_DAMAGE: ("bad_sector",),
+    FaultKind.DISK_DAMAGE: ("bad_sector", "bit_rot"),
 }
 
 #: (shortest, longest) episode in seconds: how long the fault lasts, or the down time.

@@ -6,6 +6,7 @@ quiet kind, one flipped bit inside a stored transaction, which leaves every page
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import sqlite3
@@ -76,3 +77,25 @@ def flip_a_bit_in(path: Path, marker: bytes, within: bytes) -> int:
         file.flush()
         os.fsync(file.fileno())
     return offset
+
+
+def flip_a_pending_amount(path: Path, rng: random.Random) -> str | None:
+    """Flip a bit in the first line amount of a pending sale drawn from ``rng`` (the chaos
+    suite's ``disk_damage:bit_rot``): posted as it is, the cloud would book another amount.
+    Returns the sale's txn id; None when nothing is pending, or when the flip landed in a
+    stale copy of the row (a free page) and the live row is intact. The file must not be
+    open."""
+    checkpoint(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        keys = [key for (key,) in db.execute(
+            "SELECT key FROM items WHERE status = 'pending' AND kind = 'sale' ORDER BY seq"
+        )]  # fmt: skip
+    if not keys:
+        return None
+    key = str(rng.choice(keys))
+    flip_a_bit_in(path, f'"txn_id":"{key}"'.encode(), b'"amount":"')
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        payload, digest = db.execute(
+            "SELECT payload, digest FROM items WHERE key = ?", (key,)
+        ).fetchone()
+    return None if hashlib.sha256(payload).digest() == digest else key

@@ -3,7 +3,7 @@
 A disk that lies about fsync, a bad sector or a filesystem fault can leave pages of the outbox
 file unreadable: SQLite answers ``SQLITE_CORRUPT`` ("database disk image is malformed") or
 ``SQLITE_NOTADB`` when it meets one. The store checks the file when it opens
-(``PRAGMA quick_check``) and raises :class:`~edge.outbox.store.StoreDamaged`; the outbox
+(``PRAGMA integrity_check``) and raises :class:`~edge.outbox.store.StoreDamaged`; the outbox
 service then calls :func:`salvage` and opens the file it writes. The hub starts, its other
 services never wait on a technician, and the registers keep trading.
 
@@ -13,7 +13,8 @@ What :func:`salvage` does, in order:
    WAL (commits not yet checkpointed into the main file) into ``<name>.salvage``, a new file
    with the store's schema. Rows are read in rowid order in batches; where a batch fails, row
    by row until the damage is behind. An item whose payload no longer matches its sha256
-   digest is damaged too and is not kept (the cloud must not get it);
+   digest, or whose key is no longer its payload's ``txn_id``, is damaged too and is not
+   kept (the cloud must not get it);
 2. keeps the sequence going past the highest seq the damaged file held, so no new sale takes
    the seq of a lost one, and records what it did in ``meta`` (``salvage``: JSON), in the
    same commit as the rows: a new file with that row is complete;
@@ -263,10 +264,31 @@ class _Loss:
     """The first rowid of an unreadable stretch whose end the file no longer says."""
 
 
+class _Keyed(msgspec.Struct):
+    txn_id: str | None = None
+
+
+_keyed = msgspec.json.Decoder(_Keyed)
+
+
+def row_intact(key: object, payload: object, digest: object) -> bool:
+    """An outbox row as it was accepted: its payload still matches its sha256 digest, and its
+    key is still the payload's ``txn_id`` (a bit flipped in the key column would send the
+    sale under another id; ``PRAGMA integrity_check`` sees that row missing from the key's
+    index, ``quick_check`` does not). A payload that is not a JSON object with a ``txn_id``
+    is judged by its digest alone."""
+    if not isinstance(payload, bytes) or hashlib.sha256(payload).digest() != digest:
+        return False
+    try:
+        txn_id = _keyed.decode(payload).txn_id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return True
+    return txn_id is None or txn_id == key
+
+
 def _intact(row: tuple[object, ...]) -> bool:
-    """An item row (``_ITEM_COLUMNS``) whose payload still matches its sha256 digest."""
-    payload, digest = row[6], row[7]
-    return isinstance(payload, bytes) and hashlib.sha256(payload).digest() == digest
+    """An item row (``_ITEM_COLUMNS``): see :func:`row_intact`."""
+    return row_intact(row[1], row[6], row[7])
 
 
 def _copy(

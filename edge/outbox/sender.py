@@ -46,7 +46,7 @@ from typing import Any
 
 from edge.metrics import Metrics
 from edge.outbox import policy
-from edge.outbox.store import Item, OutboxStore
+from edge.outbox.store import Item, OutboxStore, StoreDamaged
 from edge.settings import OutboxSettings
 from edge.uplink.base import Connector, Outbound
 
@@ -312,6 +312,8 @@ class Sender:
             await self._record(verdict)
         except asyncio.CancelledError:
             raise
+        except StoreDamaged as exc:  # the hub stops on it (OutboxService), and salvages
+            log.error("outbox: batch starting at seq %d not sent: %s", items[0].seq, exc)
         except Exception:
             # A connector or store bug: the items stay pending and are tried again later.
             log.exception("outbox: batch starting at seq %d failed", items[0].seq)

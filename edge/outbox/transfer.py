@@ -7,7 +7,8 @@ half-written page never is) and checks the copy. :func:`import_items` appends th
 pending and parked items through :meth:`OutboxStore.append`, so the idempotency rules of the
 intake hold: an item already here (same txn id, same content) is left as it is, the same txn id
 with other content is a conflict to look at, and an item whose payload fails its sha256 digest
-is damaged and skipped. Delivered items are not imported: the cloud has them.
+(or whose txn id is no longer its payload's) is damaged and skipped. Delivered items are not
+imported: the cloud has them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.outbox.salvage import row_intact
 from edge.outbox.store import Entry, KeyConflict, OutboxStore
 
 IMPORT_BATCH = 500
@@ -44,7 +46,7 @@ def backup(source: Path, dest: Path) -> dict[str, int]:
         out = sqlite3.connect(dest)
         try:
             src.backup(out)
-            verdict = out.execute("PRAGMA quick_check(1)").fetchone()[0]
+            verdict = out.execute("PRAGMA integrity_check(1)").fetchone()[0]
             if verdict != "ok":
                 raise ValueError(f"the copy fails its check: {verdict}")
             counts = dict(out.execute("SELECT status, count(*) FROM items GROUP BY status"))
@@ -59,7 +61,7 @@ def backup(source: Path, dest: Path) -> dict[str, int]:
 class Undelivered:
     seq: int
     entry: Entry | None
-    """None when the payload fails its digest (damaged)."""
+    """None when the row is damaged (edge.outbox.salvage.row_intact)."""
     accepted_at: float
     parked: str | None
     """Why it was parked on the hub it comes from (its last error), or None when pending."""
@@ -84,7 +86,7 @@ def undelivered(source: Path) -> list[Undelivered]:
             depends_on=tuple(json.loads(depends_on)),
             flags=tuple(json.loads(flags)) if flags else (),
         )  # fmt: skip
-        intact = entry if entry.digest == bytes(digest) else None
+        intact = entry if row_intact(key, entry.payload, bytes(digest)) else None
         parked = (last_error or "parked") if status == "parked" else None
         found.append(Undelivered(seq, intact, accepted, parked))
     return found

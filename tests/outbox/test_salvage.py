@@ -243,3 +243,48 @@ async def test_a_salvage_without_room_stops_the_hub_with_one_reason_and_is_tried
         assert not (tmp_path / "outbox.db.salvage").exists()
     finally:
         await roomy.store.close()
+
+
+def flip_first_bit_of_key(path: Path, key: str) -> None:
+    """A bit flipped in a row's key column: in the table's record the key is followed by the
+    kind ('sale'); in the key's index, by the rowid."""
+    data = bytearray(path.read_bytes())
+    data[data.index(key.encode() + b"sale")] ^= 1  # k0200 -> j0200
+    path.write_bytes(data)
+
+
+async def test_a_key_damaged_on_disk_is_never_sent_under_another_id(tmp_path: Path) -> None:
+    """A bit flipped in a row's key, not its payload: ``quick_check`` sees nothing, and the
+    sale would go to the cloud under another id. While running, the sender's read finds the
+    key no longer its payload's txn_id: damage, the hub stops. At the next open
+    ``integrity_check`` sees the row missing from the key's index; the salvage drops that row
+    and keeps the others, and the register's re-send brings the sale back under its own id."""
+    path = tmp_path / "outbox.db"
+    before = await filled_store(path)
+    store = OutboxStore(path)
+    await store.open()
+    try:
+        flip_first_bit_of_key(path, "k0200")  # seq 201, under the running store
+        with pytest.raises(StoreDamaged, match="key damaged"):
+            await store.payloads([200, 201, 202])
+        remembered = store.damage
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        quick = db.execute("PRAGMA quick_check").fetchone()
+    store = OutboxStore(path)
+    with pytest.raises(StoreDamaged, match="missing from index"):
+        await store.open()
+    report = await store.salvage(now=T0 + 500)
+    await store.open()
+    try:
+        after = all_rows(path)
+        again = await store.append(entry(200), now=T0 + 600)
+    finally:
+        await store.close()
+    assert quick == ("ok",), "the premise: quick_check sees nothing"
+    assert remembered is not None, "the hub stops on it"
+    assert report.lost_seqs == [(201, 201)]
+    assert {seq: before[seq] for seq in after} == after
+    assert set(after) == set(before) - {201}
+    assert (again.duplicate, again.seq > COUNT) == (False, True), "back under its own id"

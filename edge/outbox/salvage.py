@@ -174,6 +174,7 @@ def salvage(
         top_seq = max([_top_rowid(damaged, "items") or 0, last_seq, *items_loss.rowids])
         for name, value in _meta(damaged):
             out.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+        _requeue_unknown_status(out, now)
         pending = out.execute("SELECT count(*) FROM items WHERE status = 'pending'").fetchone()[0]
         # New sales continue after every seq the damaged file held, lost ones included.
         out.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'items'", (top_seq,))
@@ -289,6 +290,26 @@ def row_intact(key: object, payload: object, digest: object) -> bool:
 def _intact(row: tuple[object, ...]) -> bool:
     """An item row (``_ITEM_COLUMNS``): see :func:`row_intact`."""
     return row_intact(row[1], row[6], row[7])
+
+
+def _requeue_unknown_status(out: sqlite3.Connection, now: float) -> None:
+    """An item whose status no longer reads as one (a bit flipped in it: ``pendinf``) would
+    be in no queue and counted nowhere: it is pending again, audited. Sending it once more is
+    safe: both connectors post idempotently (by event id, by external id)."""
+    keys = [key for (key,) in out.execute(
+        "SELECT key FROM items WHERE status NOT IN ('pending', 'delivered', 'parked')"
+    )]  # fmt: skip
+    for key in keys:
+        out.execute(
+            "UPDATE items SET status = 'pending', next_attempt_at = ? WHERE key = ?", (now, key)
+        )
+        out.execute(
+            "INSERT INTO audit (at, key, action, actor, reason) VALUES (?, ?, ?, ?, ?)",
+            (now, key, "retry", "hub", "salvage: its status was unreadable; sent again"),
+        )
+    if keys:
+        log.warning("outbox: salvage: %d item(s) with an unreadable status are pending again",
+                    len(keys))  # fmt: skip
 
 
 def _copy(

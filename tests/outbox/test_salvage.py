@@ -288,3 +288,37 @@ async def test_a_key_damaged_on_disk_is_never_sent_under_another_id(tmp_path: Pa
     assert {seq: before[seq] for seq in after} == after
     assert set(after) == set(before) - {201}
     assert (again.duplicate, again.seq > COUNT) == (False, True), "back under its own id"
+
+
+async def test_an_item_whose_status_no_longer_reads_is_pending_again_after_the_salvage(
+    tmp_path: Path,
+) -> None:
+    """A bit flipped in a status (``pending`` -> ``pendinf``) leaves the item in no queue and
+    counted nowhere; ``quick_check`` sees nothing, ``integrity_check`` sees the partial
+    indexes disagree. The salvage keeps the item and makes it pending again (audited):
+    sending it once more is safe, the connectors post idempotently."""
+    path = tmp_path / "outbox.db"
+    before = await filled_store(path)
+    data = bytearray(path.read_bytes())
+    row = data.index(marker(120))  # k0120, seq 121, pending
+    data[data.index(b"pending", row) + 6] ^= 1
+    path.write_bytes(data)
+    with sqlite3.connect(path) as db:
+        quick = db.execute("PRAGMA quick_check").fetchone()
+        (status,) = db.execute("SELECT status FROM items WHERE seq = 121").fetchone()
+    store = OutboxStore(path)
+    with pytest.raises(StoreDamaged, match="wrong # of entries"):
+        await store.open()
+    report = await store.salvage(now=T0 + 500)
+    await store.open()
+    try:
+        item = await store.get("k0120")
+        audit = await store.audit_log("k0120")
+    finally:
+        await store.close()
+    assert (quick, status) == (("ok",), "pendinf"), "the premise"
+    assert report.lost_seqs == []
+    assert report.items_kept == len(before)
+    assert item is not None
+    assert item.status == "pending"
+    assert [(a["action"], a["actor"]) for a in audit] == [("retry", "hub")]

@@ -274,12 +274,19 @@ _keyed = msgspec.json.Decoder(_Keyed)
 
 def row_intact(key: object, payload: object, digest: object) -> bool:
     """An outbox row as it was accepted: its payload still matches its sha256 digest, and its
-    key is still the payload's ``txn_id`` (a bit flipped in the key column would send the
-    sale under another id; ``PRAGMA integrity_check`` sees that row missing from the key's
-    index, ``quick_check`` does not). A payload that is not a JSON object with a ``txn_id``
-    is judged by its digest alone."""
-    if not isinstance(payload, bytes) or hashlib.sha256(payload).digest() != digest:
-        return False
+    key is still the payload's ``txn_id`` (:func:`key_matches`)."""
+    return (
+        isinstance(payload, bytes)
+        and hashlib.sha256(payload).digest() == digest
+        and key_matches(key, payload)
+    )
+
+
+def key_matches(key: object, payload: bytes) -> bool:
+    """The row's key is still its payload's ``txn_id``: a bit flipped in the key column would
+    send the sale under another id (``PRAGMA integrity_check`` sees that row missing from the
+    key's index, ``quick_check`` does not). A payload that is not a JSON object with a
+    ``txn_id`` says nothing against its key."""
     try:
         txn_id = _keyed.decode(payload).txn_id
     except (msgspec.DecodeError, msgspec.ValidationError):

@@ -75,7 +75,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from edge.outbox.salvage import SalvageReport, is_damage, row_intact, salvage
+from edge.outbox.salvage import SalvageReport, is_damage, key_matches, salvage
 
 log = logging.getLogger(__name__)
 
@@ -662,7 +662,7 @@ class OutboxStore:
                 payload, digest = bytes(r["payload"]), bytes(r["digest"])
                 if hashlib.sha256(payload).digest() != digest:
                     found[r["seq"]] = None
-                elif not row_intact(r["key"], payload, digest):
+                elif not key_matches(r["key"], payload):
                     rekeyed.append(f"seq {r['seq']}")
                 else:
                     found[r["seq"]] = payload

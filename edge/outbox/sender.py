@@ -285,16 +285,14 @@ class Sender:
         sent = False
         try:
             payloads = await ready.payloads
-            damaged = [i for i in items if payloads[i.seq] is None]
-            if damaged:
-                await self._park_damaged(damaged)
+            outbound = [_outbound(i, p) for i in items if (p := payloads[i.seq]) is not None]
+            if len(outbound) < len(items):
+                await self._park_damaged([i for i in items if payloads[i.seq] is None])
                 items = [i for i in items if payloads[i.seq] is not None]
                 if not items:
                     return
             sent = True
-            outcomes = await self._connector.deliver(
-                [_outbound(i, payload) for i in items if (payload := payloads[i.seq]) is not None]
-            )
+            outcomes = await self._connector.deliver(outbound)
             # The cloud has answered: the slot is free for the next batch while this one's
             # outcomes are recorded (its keys stay in flight until then).
             self._running -= 1

@@ -10,6 +10,7 @@ import hashlib
 import os
 import random
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -67,11 +68,26 @@ def flip_a_bit_in(path: Path, marker: bytes, within: bytes) -> int:
     cell does. Every page stays structurally valid: SQLite and ``PRAGMA quick_check`` see
     nothing. Returns the file offset changed. The file must not be open (it is checkpointed
     first)."""
+
+    def first_digit(data: bytes) -> int:
+        start = data.index(within, data.index(marker)) + len(within)
+        return next(i for i in range(start, len(data)) if 0x30 <= data[i] <= 0x39)
+
+    return _flip_lowest_bit(path, first_digit)
+
+
+def flip_first_bit_of(path: Path, needle: bytes, *, after: bytes = b"", skip: int = 0) -> int:
+    """Flip the lowest bit of the byte ``skip`` bytes into the first ``needle`` found after
+    the first ``after`` (a key column, a digest, a status); returns its offset. As
+    :func:`flip_a_bit_in`, the file is checkpointed first."""
+    return _flip_lowest_bit(path, lambda data: data.index(needle, data.index(after)) + skip)
+
+
+def _flip_lowest_bit(path: Path, pick: Callable[[bytes], int]) -> int:
     checkpoint(path)
     with path.open("r+b") as file:
         data = file.read()
-        start = data.index(within, data.index(marker)) + len(within)
-        offset = next(i for i in range(start, len(data)) if 0x30 <= data[i] <= 0x39)
+        offset = pick(data)
         file.seek(offset)
         file.write(bytes([data[offset] ^ 1]))
         file.flush()

@@ -16,10 +16,10 @@ import pytest
 
 from edge.metrics import Metrics
 from edge.outbox.intake import DiskGuard
-from edge.outbox.salvage import RESEND_MARGIN_S, finish_interrupted
+from edge.outbox.salvage import RESEND_MARGIN_S, SalvageReport, finish_interrupted
 from edge.outbox.service import OutboxService
 from edge.outbox.store import Entry, OutboxStore, StoreDamaged
-from edge.sim.damage import damage_page_holding
+from edge.sim.damage import damage_page_holding, flip_first_bit_of
 from edge.sim.process import HubProcess, write_config
 from tests.conftest import MosquittoProcess
 
@@ -55,6 +55,19 @@ async def filled_store(path: Path) -> dict[int, tuple[object, ...]]:
     return all_rows(path)
 
 
+async def salvaged(
+    path: Path, refused: str, now: float = T0 + 500
+) -> tuple[OutboxStore, SalvageReport]:
+    """What the hub's start does with a damaged file: the open is refused (``refused``, a
+    pattern of its reason), the salvage runs, and the store opens on the new file."""
+    store = OutboxStore(path)
+    with pytest.raises(StoreDamaged, match=refused):
+        await asyncio.wait_for(store.open(), 10)
+    report = await store.salvage(now=now)
+    await store.open()
+    return store, report
+
+
 async def test_a_damaged_page_is_found_at_open_and_every_readable_item_is_kept(
     tmp_path: Path,
 ) -> None:
@@ -62,11 +75,7 @@ async def test_a_damaged_page_is_found_at_open_and_every_readable_item_is_kept(
     before = await filled_store(path)
     damage_page_holding(path, marker(200))
 
-    store = OutboxStore(path)
-    with pytest.raises(StoreDamaged, match="damaged"):
-        await store.open()
-    report = await store.salvage(now=T0 + 500)
-    await store.open()
+    store, report = await salvaged(path, "damaged")
     try:
         lost = {seq for first, last in report.lost_seqs for seq in range(first, last + 1)}
         after = all_rows(path)
@@ -108,11 +117,7 @@ async def test_a_file_that_is_not_a_database_is_refused_at_open_not_waited_on(
     hub an empty outbox to trade on."""
     path = tmp_path / "outbox.db"
     path.write_bytes(os.urandom(8192))
-    store = OutboxStore(path)
-    with pytest.raises(StoreDamaged, match="not a database"):
-        await asyncio.wait_for(store.open(), 10)
-    report = await store.salvage(now=T0)
-    await store.open()
+    store, report = await salvaged(path, "not a database", now=T0)
     try:
         assert store.damage is None, "the hub must not stop on the damage just salvaged"
         assert (report.items_kept, report.lost_seqs, report.lost_from) == (0, [], 1)
@@ -245,14 +250,6 @@ async def test_a_salvage_without_room_stops_the_hub_with_one_reason_and_is_tried
         await roomy.store.close()
 
 
-def flip_first_bit_of_key(path: Path, key: str) -> None:
-    """A bit flipped in a row's key column: in the table's record the key is followed by the
-    kind ('sale'); in the key's index, by the rowid."""
-    data = bytearray(path.read_bytes())
-    data[data.index(key.encode() + b"sale")] ^= 1  # k0200 -> j0200
-    path.write_bytes(data)
-
-
 async def test_a_key_damaged_on_disk_is_never_sent_under_another_id(tmp_path: Path) -> None:
     """A bit flipped in a row's key, not its payload: ``quick_check`` sees nothing, and the
     sale would go to the cloud under another id. While running, the sender's read finds the
@@ -264,7 +261,9 @@ async def test_a_key_damaged_on_disk_is_never_sent_under_another_id(tmp_path: Pa
     store = OutboxStore(path)
     await store.open()
     try:
-        flip_first_bit_of_key(path, "k0200")  # seq 201, under the running store
+        # seq 201, under the running store: in the table's record the key is followed by the
+        # kind; in the key's index, by the rowid. k0200 -> j0200.
+        flip_first_bit_of(path, b"k0200sale")
         with pytest.raises(StoreDamaged, match="key damaged"):
             await store.payloads([200, 201, 202])
         remembered = store.damage
@@ -272,11 +271,7 @@ async def test_a_key_damaged_on_disk_is_never_sent_under_another_id(tmp_path: Pa
         await store.close()
     with sqlite3.connect(path) as db:
         quick = db.execute("PRAGMA quick_check").fetchone()
-    store = OutboxStore(path)
-    with pytest.raises(StoreDamaged, match="missing from index"):
-        await store.open()
-    report = await store.salvage(now=T0 + 500)
-    await store.open()
+    store, report = await salvaged(path, "missing from index")
     try:
         after = all_rows(path)
         again = await store.append(entry(200), now=T0 + 600)
@@ -299,18 +294,11 @@ async def test_an_item_whose_status_no_longer_reads_is_pending_again_after_the_s
     sending it once more is safe, the connectors post idempotently."""
     path = tmp_path / "outbox.db"
     before = await filled_store(path)
-    data = bytearray(path.read_bytes())
-    row = data.index(marker(120))  # k0120, seq 121, pending
-    data[data.index(b"pending", row) + 6] ^= 1
-    path.write_bytes(data)
+    flip_first_bit_of(path, b"pending", after=marker(120), skip=6)  # k0120, seq 121
     with sqlite3.connect(path) as db:
         quick = db.execute("PRAGMA quick_check").fetchone()
         (status,) = db.execute("SELECT status FROM items WHERE seq = 121").fetchone()
-    store = OutboxStore(path)
-    with pytest.raises(StoreDamaged, match="wrong # of entries"):
-        await store.open()
-    report = await store.salvage(now=T0 + 500)
-    await store.open()
+    store, report = await salvaged(path, "wrong # of entries")
     try:
         item = await store.get("k0120")
         audit = await store.audit_log("k0120")

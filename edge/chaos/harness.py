@@ -385,7 +385,8 @@ class LaneFigures:
     retryable_errors: Counter[str] = field(default_factory=Counter)
     power_cycles: int = 0
     journal_resent: int = 0
-    """Acknowledged sales sent again because the hub asked (after a salvage)."""
+    """Acknowledged sales sent again because the hub asked for the journals (a salvage, an
+    unclean stop, a damaged payload)."""
 
 
 class ChaosLane:

@@ -5,8 +5,9 @@ A :class:`SimLane` keeps every transaction it rang up until the hub acknowledged
 re-sends on timeout or a retryable error, forever (a register's journal): so after any crash,
 restart or outage, ``acked`` is exactly the set of transactions the hub promised to keep. It
 also keeps what was acknowledged (the last :data:`JOURNAL_KEPT`), and re-sends it from the
-time the hub asks on ``store/{store}/hub/journal/resend`` (after the hub salvaged a damaged
-outbox file), once per request id: docs/protocol.md.
+time the hub asks on ``store/{store}/hub/journal/resend`` (after it salvaged a damaged outbox
+file, after an unclean stop, or while a sale it holds fails its checksum), once per request id:
+docs/protocol.md.
 """
 
 from __future__ import annotations

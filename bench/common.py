@@ -47,6 +47,46 @@ async def mosquitto() -> AsyncIterator[int]:
             process.wait(5)
 
 
+@dataclass(frozen=True)
+class CpuSample:
+    """The machine's busy and total CPU seconds and one process's CPU seconds, from /proc."""
+
+    busy_s: float
+    total_s: float
+    process_s: float
+
+    @classmethod
+    def take(cls, pid: int) -> CpuSample:
+        tick = os.sysconf("SC_CLK_TCK")
+        # cpu  user nice system idle iowait irq softirq steal ...
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        # The process's utime and stime: fields 14 and 15, after the parenthesised name.
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return cls((sum(fields) - idle) / tick, sum(fields) / tick,
+                   (int(stat[11]) + int(stat[12])) / tick)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU over one measured run that handled ``count`` requests."""
+
+    machine_us: float
+    """The whole machine's CPU per request: driver, broker and responder together."""
+    responder_us: float
+    """The responder process's own CPU per request."""
+    busy: float
+    """The machine's busy fraction over the run."""
+
+    @classmethod
+    def between(cls, before: CpuSample, after: CpuSample, count: int) -> CpuUse:
+        per = 1e6 / max(count, 1)
+        total = after.total_s - before.total_s
+        busy = after.busy_s - before.busy_s
+        return cls(busy * per, (after.process_s - before.process_s) * per,
+                   busy / total if total else 0.0)  # fmt: skip
+
+
 def percentile(samples: Sequence[float], q: float) -> float:
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))

@@ -36,7 +36,6 @@ from bench import plots
 from bench.common import CpuSample, CpuUse, Figure, Report, free_port, mosquitto, percentile
 from edge.bus import Requester, Topics
 from edge.outbox.store import Entry, OutboxStore
-from edge.outbox.transactions import encode_transaction
 from edge.outbox.validate import validate
 from edge.sim import HqApiSimulator, WanProxy, run_hq_api
 from edge.sim.process import HubProcess, write_config
@@ -279,10 +278,7 @@ async def fill_backlog(path: Path, count: int) -> float:
         for n in range(start, min(count, start + 2000)):
             sale = make_sale(store_id=STORE, lane_id=f"lane-{n % 8}", number=n, rng=rng)
             txn = validate(encode_sale(sale), max_bytes=1 << 20).txn
-            batch.append(store.append(Entry(key=txn.txn_id, kind="sale",
-                                            event_type="com.storeedge.sale.v1",
-                                            lane=txn.lane_id, payload=encode_transaction(txn)),
-                                      now=now))  # fmt: skip
+            batch.append(store.append(Entry.of(txn), now=now))
         await asyncio.gather(*batch)
     stats = await store.stats()
     await store.close()

@@ -35,7 +35,6 @@ from edge.outbox.store import (
     StoreClosed,
     StoreDamaged,
 )
-from edge.outbox.transactions import depends_on, encode_transaction, event_type
 from edge.outbox.validate import TransactionRejected, validate
 
 log = logging.getLogger(__name__)
@@ -148,15 +147,7 @@ class Intake:
                 f"transaction lane_id {txn.lane_id!r} sent on the topic of lane {ctx.lane!r}",
             )
         # 4. Durable append.
-        entry = Entry(
-            key=txn.txn_id,
-            kind=txn.kind,
-            event_type=event_type(txn),
-            lane=txn.lane_id,
-            payload=encode_transaction(txn),
-            depends_on=depends_on(txn),
-            flags=tuple(flag.code for flag in accepted.flags),
-        )
+        entry = Entry.of(txn, flags=tuple(flag.code for flag in accepted.flags))
         try:
             appended = await self._store.append(entry, now=self._clock())
         except KeyConflict as exc:

@@ -13,8 +13,9 @@ What :func:`salvage` does, in order:
    WAL (commits not yet checkpointed into the main file) into ``<name>.salvage``, a new file
    with the store's schema. Rows are read in rowid order in batches; where a batch fails, row
    by row until the damage is behind. An item whose payload no longer matches its sha256
-   digest, or whose key is no longer its payload's ``txn_id``, is damaged too and is not
-   kept (the cloud must not get it);
+   digest is damaged too and is not kept (the cloud must not get it); one whose key, kind,
+   event type, lane or dependencies no longer read as its payload says has them restored
+   from the payload (audited ``repair`` by ``hub``);
 2. keeps the sequence going past the highest seq the damaged file held, so no new sale takes
    the seq of a lost one, and records what it did in ``meta`` (``salvage``: JSON), in the
    same commit as the rows: a new file with that row is complete;
@@ -45,6 +46,7 @@ from pathlib import Path
 import msgspec
 
 from edge.bus.envelope import JournalResend
+from edge.outbox.transactions import decode_transaction, filed
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,9 @@ class SalvageReport(msgspec.Struct, frozen=True):
     """When something was lost: the registers are asked to re-send their journals from this
     time on (the last kept item before the first loss, less :data:`RESEND_MARGIN_S` for the
     registers' clocks); None with a loss means the whole journal."""
+    items_refiled: int = 0
+    """Items kept whose key, kind, event type, lane or dependencies were restored from their
+    payload (a bit flipped in one: :func:`refiled`), each audited."""
 
     @property
     def needs_resend(self) -> bool:
@@ -108,9 +113,14 @@ class SalvageReport(msgspec.Struct, frozen=True):
                 else f"their journals from {_utc(self.resend_since)}"
             )
             unreadable += f"; the registers are asked to re-send {since}"
+        refiled = (
+            f", {self.items_refiled} of them refiled from their payloads"
+            if self.items_refiled
+            else ""
+        )
         return (
             f"salvaged from a damaged file at {_utc(self.at)}: {self.items_kept} items kept "
-            f"({self.pending_kept} pending), {unreadable}; the damaged file is "
+            f"({self.pending_kept} pending{refiled}), {unreadable}; the damaged file is "
             f"{self.damaged_file}"
         )
 
@@ -169,12 +179,19 @@ def salvage(
         out.executescript(schema)
         out.execute("BEGIN")
         items_loss, audit_loss = _Loss(), _Loss()
-        items, last_seq = _copy(damaged, out, "items", _ITEM_COLUMNS, items_loss, _intact)
+        refiled_keys: list[tuple[str, str]] = []
+        items, last_seq = _copy(damaged, out, "items", _ITEM_COLUMNS, items_loss,
+                                lambda row: _mended(row, refiled_keys))  # fmt: skip
         audit_kept, _ = _copy(damaged, out, "audit", _AUDIT_COLUMNS, audit_loss)
         top_seq = max([_top_rowid(damaged, "items") or 0, last_seq, *items_loss.rowids])
         for name, value in _meta(damaged):
             out.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
         _requeue_unknown_status(out, now)
+        for key, names in refiled_keys:
+            out.execute(
+                "INSERT INTO audit (at, key, action, actor, reason) VALUES (?, ?, ?, ?, ?)",
+                (now, key, "repair", "hub", f"salvage: {names} restored from the payload"),
+            )
         pending = out.execute("SELECT count(*) FROM items WHERE status = 'pending'").fetchone()[0]
         # New sales continue after every seq the damaged file held, lost ones included.
         out.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'items'", (top_seq,))
@@ -200,6 +217,7 @@ def salvage(
             audit_kept=audit_kept,
             audit_lost=len(audit_loss.rowids) + (audit_loss.beyond is not None),
             resend_since=resend_since,
+            items_refiled=len(refiled_keys),
         )
         # Written last, in the same commit: its presence says the new file is complete.
         out.execute(
@@ -271,32 +289,54 @@ class _Keyed(msgspec.Struct):
 
 _keyed = msgspec.json.Decoder(_Keyed)
 
-
-def row_intact(key: object, payload: object, digest: object) -> bool:
-    """An outbox row as it was accepted: its payload still matches its sha256 digest, and its
-    key is still the payload's ``txn_id`` (:func:`key_matches`)."""
-    return (
-        isinstance(payload, bytes)
-        and hashlib.sha256(payload).digest() == digest
-        and key_matches(key, payload)
-    )
+FILED_COLUMNS = "key, kind, event_type, lane, depends_on"
+"""An item's columns that its payload determines (edge.outbox.transactions.filed)."""
 
 
-def key_matches(key: object, payload: bytes) -> bool:
-    """The row's key is still its payload's ``txn_id``: a bit flipped in the key column would
-    send the sale under another id (``PRAGMA integrity_check`` sees that row missing from the
-    key's index, ``quick_check`` does not). A payload that is not a JSON object with a
-    ``txn_id`` says nothing against its key."""
+def payload_intact(payload: bytes, digest: object) -> bool:
+    """The payload still matches the sha256 digest taken when it was accepted."""
+    return hashlib.sha256(payload).digest() == digest
+
+
+def refiled(payload: bytes, stored: tuple[object, ...]) -> tuple[object, ...]:
+    """What an item's ``FILED_COLUMNS`` should read, from its intact payload; ``stored``:
+    what they read. A bit flipped in one of them (``PRAGMA quick_check`` sees nothing) is
+    undone: the key would send the sale under another id, the kind or the lane would label it
+    wrongly in the cloud, its dependencies would order it wrongly or, no longer JSON, stall
+    the sender's plan. A transaction gives all five; another JSON object with a ``txn_id``
+    gives the key; anything else says nothing against ``stored``."""
+    try:
+        return filed(decode_transaction(payload)).columns()
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
     try:
         txn_id = _keyed.decode(payload).txn_id
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return True
-    return txn_id is None or txn_id == key
+        return stored
+    return stored if txn_id is None else (txn_id, *stored[1:])
 
 
-def _intact(row: tuple[object, ...]) -> bool:
-    """An item row (``_ITEM_COLUMNS``): see :func:`row_intact`."""
-    return row_intact(row[1], row[6], row[7])
+def refiled_names(stored: tuple[object, ...], should: tuple[object, ...]) -> str:
+    """The names of the ``FILED_COLUMNS`` that differ, e.g. ``lane, depends_on``."""
+    names = FILED_COLUMNS.split(", ")
+    return ", ".join(n for n, a, b in zip(names, stored, should, strict=True) if a != b)
+
+
+def _mended(
+    row: tuple[object, ...], refiled_keys: list[tuple[str, str]]
+) -> tuple[object, ...] | None:
+    """An item row (``_ITEM_COLUMNS``) as it is to be kept: None when its payload fails its
+    digest (damaged: the cloud must not get it); its ``FILED_COLUMNS`` restored from the
+    payload when a bit flipped in one (:func:`refiled`; noted in ``refiled_keys``)."""
+    payload, digest = row[6], row[7]
+    if not isinstance(payload, bytes) or not payload_intact(payload, digest):
+        return None
+    stored = row[1:6]
+    should = refiled(payload, stored)
+    if should == stored:
+        return row
+    refiled_keys.append((str(should[0]), refiled_names(stored, should)))
+    return (row[0], *should, *row[6:])
 
 
 def _requeue_unknown_status(out: sqlite3.Connection, now: float) -> None:
@@ -325,18 +365,19 @@ def _copy(
     table: str,
     columns: str,
     loss: _Loss,
-    intact: Callable[[tuple[object, ...]], bool] = lambda row: True,
+    mend: Callable[[tuple[object, ...]], tuple[object, ...] | None] = lambda row: row,
 ) -> tuple[int, int]:
-    """Rows readable and ``intact`` -> ``out`` (the others go to ``loss``); returns (kept,
-    highest rowid seen)."""
+    """Rows readable -> ``out``, as ``mend`` returns them (None: damaged, the row goes to
+    ``loss``); returns (kept, highest rowid seen)."""
     placeholders = ", ".join("?" * len(columns.split(", ")))
     kept = last = 0
     for rowid, row in _readable(damaged, table, columns, loss):
         last = max(last, rowid)
-        if not intact(row):
+        kept_row = mend(row)
+        if kept_row is None:
             loss.rowids.append(rowid)
             continue
-        out.execute(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({placeholders})", row)
+        out.execute(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({placeholders})", kept_row)
         kept += 1
     return kept, last
 

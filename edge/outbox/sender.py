@@ -226,7 +226,7 @@ class Sender:
         for batch in plan.batches:
             items = [by_key[state.key] for state in batch]
             self._inflight.update(i.key for i in items)
-            payloads = asyncio.ensure_future(self._store.payloads([i.seq for i in items]))
+            payloads = asyncio.ensure_future(self._store.payloads([i.seq for i in items], now=now))
             self._ready.append(_Ready(items, payloads, probe=plan.probe))
         self._start_ready()
 
@@ -285,10 +285,14 @@ class Sender:
         sent = False
         try:
             payloads = await ready.payloads
-            outbound = [_outbound(i, p) for i in items if (p := payloads[i.seq]) is not None]
+            outbound = [_outbound(i, p) for i in items if (p := payloads.get(i.seq)) is not None]
             if len(outbound) < len(items):
-                await self._park_damaged([i for i in items if payloads[i.seq] is None])
-                items = [i for i in items if payloads[i.seq] is not None]
+                # None: damaged, parked. Left out: refiled on the read, planned again as it
+                # now reads (the wake below).
+                damaged = [i for i in items if i.seq in payloads and payloads[i.seq] is None]
+                if damaged:
+                    await self._park_damaged(damaged)
+                items = [i for i in items if payloads.get(i.seq) is not None]
                 if not items:
                     return
             sent = True

@@ -41,8 +41,10 @@ their journals. The register's re-send (same content, so the same digest) repair
 the append path and puts a parked item back in the queue, audited ``repair``. A bit flipped
 in a key instead would send the sale under another id: ``PRAGMA integrity_check`` at open
 sees the row missing from the key's index, and ``payloads`` raises :class:`StoreDamaged` for
-it while running; the salvage drops the row, and the register's re-send brings the sale back
-under its own id.
+it while running; the salvage restores the key from the payload. The other columns the payload
+determines (kind, event type, lane, dependencies: edge.outbox.transactions.filed) are in no
+index: ``payloads`` restores one that reads otherwise on the writer, audited, and leaves that
+item out of the batch for the sender to plan again.
 
 *Reads* for status and listings use a second connection on its own thread (WAL lets it read
 while the writer commits); the once-a-second counts (:meth:`OutboxStore.stats`) a third, so
@@ -75,7 +77,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from edge.outbox.salvage import SalvageReport, is_damage, key_matches, salvage
+from edge.outbox.salvage import (
+    FILED_COLUMNS,
+    SalvageReport,
+    is_damage,
+    payload_intact,
+    refiled,
+    refiled_names,
+    salvage,
+)
+from edge.outbox.transactions import Transaction, encode_transaction, filed, keys_json
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +185,13 @@ class Entry:
     payload: bytes
     depends_on: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, txn: Transaction, flags: tuple[str, ...] = ()) -> Entry:
+        """A validated transaction as the intake files it (:func:`filed`), its canonical
+        JSON as the payload."""
+        key, kind, event_type, lane, depends_on = filed(txn)
+        return cls(key, kind, event_type, lane, encode_transaction(txn), depends_on, flags)
 
     @property
     def digest(self) -> bytes:
@@ -288,11 +306,25 @@ _ITEM_COLUMNS = (
 
 def _json_tuple(text: str | None) -> tuple[str, ...]:
     # Most items have no dependencies and no flags: skip the JSON parser for "[]".
-    return tuple(json.loads(text)) if text and text != "[]" else ()
+    if not text or text == "[]":
+        return ()
+    try:
+        return tuple(json.loads(text))
+    except ValueError:
+        # A bit flipped on disk: read as none, not a failed plan. The sender's read of the
+        # payloads restores the column before the item is sent (OutboxStore.payloads).
+        return ()
 
 
-def _json_list(values: tuple[str, ...]) -> str:
-    return json.dumps(list(values)) if values else "[]"
+def _json_detail(text: str | None) -> Any:
+    """The cloud's whole error as stored; a text that no longer parses (a bit flipped on disk)
+    is shown as it reads rather than failing every listing of the item."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"unreadable": text}
 
 
 def _item(row: sqlite3.Row) -> Item:
@@ -304,7 +336,7 @@ def _item(row: sqlite3.Row) -> Item:
     return Item(
         seq, key, kind, event_type, lane, _json_tuple(depends_on), bytes(payload),
         accepted_at, status, attempts, next_attempt_at, last_error, record_id, delivered_at,
-        parked_at, json.loads(error_detail) if error_detail else None, _json_tuple(flags),
+        parked_at, _json_detail(error_detail), _json_tuple(flags),
     )  # fmt: skip
 
 
@@ -558,10 +590,10 @@ class OutboxStore:
                 entry.kind,
                 entry.event_type,
                 entry.lane,
-                _json_list(entry.depends_on),
+                keys_json(entry.depends_on),
                 entry.payload,
                 entry.digest,
-                _json_list(entry.flags) if entry.flags else None,
+                keys_json(entry.flags) if entry.flags else None,
                 now,
                 now,
             )
@@ -646,37 +678,75 @@ class OutboxStore:
 
         return await self._on_reader(query)
 
-    async def payloads(self, seqs: Sequence[int]) -> dict[int, bytes | None]:
-        """The payloads of ``seqs``; None for one that no longer matches the digest taken at
-        acceptance (damaged on disk: see *Payload damage* above). Raises :class:`StoreDamaged`
-        (and the hub stops, to salvage) for a row whose key is no longer its payload's
-        ``txn_id``."""
+    async def payloads(self, seqs: Sequence[int], *, now: float) -> dict[int, bytes | None]:
+        """The payloads of ``seqs``, checked as they are read: None for one that no longer
+        matches the digest taken at acceptance (damaged on disk: see *Payload damage* above).
+        An item whose kind, event type, lane or dependencies no longer read as its payload
+        says has them restored from it (audited ``repair`` by ``hub``) and is left out: the
+        sender planned it on what it read, and plans it again as it now reads. Raises
+        :class:`StoreDamaged` (and the hub stops, to salvage) for a row whose key is no longer
+        its payload's ``txn_id``: its key's index no longer finds it."""
 
-        def query(db: sqlite3.Connection) -> tuple[dict[int, bytes | None], list[str]]:
+        def query(
+            db: sqlite3.Connection,
+        ) -> tuple[dict[int, bytes | None], dict[int, tuple[object, ...]], list[str]]:
             marks = ",".join("?" * len(seqs))
             found: dict[int, bytes | None] = {}
+            misfiled: dict[int, tuple[object, ...]] = {}
             rekeyed: list[str] = []
-            for r in db.execute(
-                f"SELECT seq, key, payload, digest FROM items WHERE seq IN ({marks})", seqs
+            for seq, *stored, payload, digest in db.execute(
+                f"SELECT seq, {FILED_COLUMNS}, payload, digest FROM items WHERE seq IN ({marks})",
+                seqs,
             ):
-                payload, digest = bytes(r["payload"]), bytes(r["digest"])
-                if hashlib.sha256(payload).digest() != digest:
-                    found[r["seq"]] = None
-                elif not key_matches(r["key"], payload):
-                    rekeyed.append(f"seq {r['seq']}")
+                payload = bytes(payload)
+                if not payload_intact(payload, bytes(digest)):
+                    found[seq] = None
+                    continue
+                should = refiled(payload, tuple(stored))
+                if should == tuple(stored):
+                    found[seq] = payload
+                elif should[0] != stored[0]:
+                    rekeyed.append(f"seq {seq}")
                 else:
-                    found[r["seq"]] = payload
-            return found, rekeyed
+                    misfiled[seq] = should
+            return found, misfiled, rekeyed
 
         if not seqs:
             return {}
-        found, rekeyed = await self._on_reader(query)
+        found, misfiled, rekeyed = await self._on_reader(query)
         if rekeyed:
             # Its key no longer matches its payload: posted, the sale would go under another
             # id. Damage, as a bad page is: the hub stops, and the salvage at the next start
-            # drops the row; the registers' re-sends bring the sale back under its own id.
+            # restores the key from the payload (``integrity_check`` finds the row missing
+            # from the key's index).
             raise self._damaged(sqlite3.DatabaseError(f"key damaged ({', '.join(rekeyed)})"))
+        if misfiled:
+            await self._refile(misfiled, now=now)
         return found
+
+    async def _refile(self, misfiled: dict[int, tuple[object, ...]], *, now: float) -> None:
+        """Restore items' ``FILED_COLUMNS`` but the key (none of them is indexed) from their
+        payloads, as :meth:`payloads` found them; audited."""
+
+        def write(db: sqlite3.Connection) -> None:
+            for seq, should in misfiled.items():
+                row = db.execute(
+                    f"SELECT {FILED_COLUMNS} FROM items WHERE seq = ?", (seq,)
+                ).fetchone()
+                if row is None or tuple(row) == should:
+                    continue
+                db.execute(
+                    "UPDATE items SET kind = ?, event_type = ?, lane = ?, depends_on = ?"
+                    " WHERE seq = ?",
+                    (*should[1:], seq),
+                )
+                names = refiled_names(tuple(row), should)
+                log.error("outbox: seq %d: %s damaged on disk; restored from its payload",
+                          seq, names)  # fmt: skip
+                self._audit(db, now, str(should[0]), "repair", "hub",
+                            f"{names} restored from the payload")  # fmt: skip
+
+        await self._write(write)
 
     async def payload_damage(self) -> PayloadDamage | None:
         """The items parked as :data:`PAYLOAD_DAMAGED` that no re-send has repaired yet."""

@@ -62,6 +62,7 @@ Kind-specific decisions:
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal, NamedTuple, TypeAlias
@@ -80,6 +81,7 @@ __all__ = [
     "Discount",
     "DrawerEvent",
     "Exchange",
+    "Filed",
     "Line",
     "LineTax",
     "NoSale",
@@ -101,6 +103,8 @@ __all__ = [
     "depends_on",
     "encode_transaction",
     "event_type",
+    "filed",
+    "keys_json",
     "minor_unit_digits",
     "transaction_json_schema",
 ]
@@ -565,6 +569,33 @@ def depends_on(txn: Transaction) -> tuple[str, ...]:
 def event_type(txn: Transaction) -> str:
     """The CloudEvents ``type`` of the transaction, e.g. ``com.storeedge.sale.v1``."""
     return f"{EVENT_TYPE_PREFIX}{txn.kind}.v1"
+
+
+class Filed(NamedTuple):
+    """The outbox columns a transaction is filed under, each read from the transaction itself
+    (:func:`filed`): a row whose columns no longer read so was damaged on disk
+    (:func:`edge.outbox.salvage.refiled`)."""
+
+    key: str
+    kind: str
+    event_type: str
+    lane: str
+    depends_on: tuple[str, ...]
+
+    def columns(self) -> tuple[str, str, str, str, str]:
+        """As the row stores them: its dependencies as a JSON array (:func:`keys_json`)."""
+        return (self.key, self.kind, self.event_type, self.lane, keys_json(self.depends_on))
+
+
+def filed(txn: Transaction) -> Filed:
+    """What the intake files ``txn`` under: its id as the key, its kind and event type, its
+    lane and the keys it waits for."""
+    return Filed(txn.txn_id, txn.kind, event_type(txn), txn.lane_id, depends_on(txn))
+
+
+def keys_json(keys: tuple[str, ...]) -> str:
+    """Keys (dependencies, flags) as an outbox row stores them: a JSON array."""
+    return json.dumps(list(keys)) if keys else "[]"
 
 
 _encoder: Final = msgspec.json.Encoder()

@@ -19,7 +19,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.outbox.salvage import row_intact
+from edge.outbox.salvage import FILED_COLUMNS, payload_intact, refiled
 from edge.outbox.store import Entry, KeyConflict, OutboxStore
 
 IMPORT_BATCH = 500
@@ -61,7 +61,7 @@ def backup(source: Path, dest: Path) -> dict[str, int]:
 class Undelivered:
     seq: int
     entry: Entry | None
-    """None when the row is damaged (edge.outbox.salvage.row_intact)."""
+    """None when the row is damaged: its payload fails its digest (edge.outbox.salvage)."""
     accepted_at: float
     parked: str | None
     """Why it was parked on the hub it comes from (its last error), or None when pending."""
@@ -72,24 +72,35 @@ def undelivered(source: Path) -> list[Undelivered]:
     db = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
         rows = db.execute(
-            "SELECT seq, key, kind, event_type, lane, depends_on, payload, digest, flags,"
-            " accepted_at, status, last_error FROM items WHERE status IN ('pending', 'parked')"
-            " ORDER BY seq"
+            f"SELECT seq, {FILED_COLUMNS}, payload, digest, flags, accepted_at, status,"
+            " last_error FROM items WHERE status IN ('pending', 'parked') ORDER BY seq"
         ).fetchall()
     finally:
         db.close()
     found = []
-    for (seq, key, kind, event_type, lane, depends_on, payload, digest, flags, accepted,
-         status, last_error) in rows:  # fmt: skip
-        entry = Entry(
-            key=key, kind=kind, event_type=event_type, lane=lane, payload=bytes(payload),
-            depends_on=tuple(json.loads(depends_on)),
-            flags=tuple(json.loads(flags)) if flags else (),
-        )  # fmt: skip
-        intact = entry if row_intact(key, entry.payload, bytes(digest)) else None
+    for seq, *stored, payload, digest, flags, accepted, status, last_error in rows:
         parked = (last_error or "parked") if status == "parked" else None
-        found.append(Undelivered(seq, intact, accepted, parked))
+        found.append(Undelivered(seq, _entry(stored, bytes(payload), digest, flags), accepted,
+                                 parked))  # fmt: skip
     return found
+
+
+def _entry(stored: list[object], payload: bytes, digest: object, flags: object) -> Entry | None:
+    """The item as it was accepted: None when its payload fails its digest; its key, kind,
+    event type, lane and dependencies as its payload says (edge.outbox.salvage.refiled)."""
+    if not payload_intact(payload, digest):
+        return None
+    key, kind, event_type, lane, depends_on = (str(v) for v in refiled(payload, tuple(stored)))
+    try:
+        dependencies = tuple(json.loads(depends_on))
+    except ValueError:  # not a transaction, and its own column no longer parses
+        return None
+    try:
+        review = tuple(json.loads(str(flags))) if flags else ()
+    except ValueError:  # flags only ask for a review: unreadable, there is none to ask
+        review = ()
+    return Entry(key=key, kind=kind, event_type=event_type, lane=lane, payload=payload,
+                 depends_on=dependencies, flags=review)  # fmt: skip
 
 
 async def import_items(source: Path, store: OutboxStore, *, now: float) -> Imported:

@@ -254,8 +254,9 @@ async def test_a_key_damaged_on_disk_is_never_sent_under_another_id(tmp_path: Pa
     """A bit flipped in a row's key, not its payload: ``quick_check`` sees nothing, and the
     sale would go to the cloud under another id. While running, the sender's read finds the
     key no longer its payload's txn_id: damage, the hub stops. At the next open
-    ``integrity_check`` sees the row missing from the key's index; the salvage drops that row
-    and keeps the others, and the register's re-send brings the sale back under its own id."""
+    ``integrity_check`` sees the row missing from the key's index; the salvage restores the
+    key from the payload (audited) and keeps every row as it was accepted, so nothing waits
+    for a register's re-send, and a re-send is a duplicate."""
     path = tmp_path / "outbox.db"
     before = await filled_store(path)
     store = OutboxStore(path)
@@ -265,7 +266,7 @@ async def test_a_key_damaged_on_disk_is_never_sent_under_another_id(tmp_path: Pa
         # kind; in the key's index, by the rowid. k0200 -> j0200.
         flip_first_bit_of(path, b"k0200sale")
         with pytest.raises(StoreDamaged, match="key damaged"):
-            await store.payloads([200, 201, 202])
+            await store.payloads([200, 201, 202], now=T0 + 450)
         remembered = store.damage
     finally:
         await store.close()
@@ -274,15 +275,16 @@ async def test_a_key_damaged_on_disk_is_never_sent_under_another_id(tmp_path: Pa
     store, report = await salvaged(path, "missing from index")
     try:
         after = all_rows(path)
+        audit = await store.audit_log("k0200")
         again = await store.append(entry(200), now=T0 + 600)
     finally:
         await store.close()
     assert quick == ("ok",), "the premise: quick_check sees nothing"
     assert remembered is not None, "the hub stops on it"
-    assert report.lost_seqs == [(201, 201)]
-    assert {seq: before[seq] for seq in after} == after
-    assert set(after) == set(before) - {201}
-    assert (again.duplicate, again.seq > COUNT) == (False, True), "back under its own id"
+    assert (report.lost_seqs, report.items_refiled, report.needs_resend) == ([], 1, False)
+    assert after == before, "every row as it was accepted"
+    assert (audit[-1]["action"], audit[-1]["actor"]) == ("repair", "hub")
+    assert (again.duplicate, again.seq) == (True, 201), "a re-send is the same sale"
 
 
 async def test_an_item_whose_status_no_longer_reads_is_pending_again_after_the_salvage(

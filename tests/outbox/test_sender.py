@@ -19,9 +19,10 @@ from edge.outbox.policy import RetryLater
 from edge.outbox.sender import Sender
 from edge.outbox.store import Entry, OutboxStore
 from edge.settings import OutboxSettings
-from edge.sim.damage import flip_a_bit_in
+from edge.sim.damage import flip_a_bit_in, flip_first_bit_of
 from edge.sim.hq_api import DEFAULT_TOKEN, Fault, HqApiSimulator, run_hq_api
 from edge.uplink.hq_http import HqHttpConnector
+from tests.outbox.test_store import sale_entry
 
 T0 = 1_800_000_000.0
 WAIT = 10.0
@@ -91,6 +92,46 @@ async def test_a_throttled_answer_drops_the_batches_planned_ahead_until_retry_af
     assert sorted(sim.committed) == sorted(f"t-{n}" for n in range(8))
     assert all(sim.commit_count(f"t-{n}") == 1 for n in range(8))
     assert sim.stats.responses[429] == 1
+
+
+async def test_a_lane_damaged_on_disk_reaches_the_cloud_as_the_sale_was_rung_up(
+    tmp_path: Path,
+) -> None:
+    """A bit flipped in a pending sale's lane column (lane-7 read as lane-6): HQ must get the
+    sale from lane 7 all the same. The sender's read restores the column from the payload,
+    leaves the sale out of that batch and sends it in the next one."""
+    path = tmp_path / "outbox.db"
+    before = OutboxStore(path)
+    await before.open()
+    sales = [sale_entry(1, "lane-7", customer="C-77"), sale_entry(2, "lane-8")]
+    for sale in sales:
+        await before.append(sale, now=T0)
+    await before.close()
+    flip_first_bit_of(path, b"sale.v1lane-7", skip=12)
+    store = OutboxStore(path)
+    await store.open()
+    sim = HqApiSimulator()
+    settings = OutboxSettings(concurrency=1, batch_max=5, idle_poll_s=0.05)
+    try:
+        planned = [(item.key, item.lane) for item in await store.due(T0, 10)]
+        async with run_hq_api(sim=sim) as hq:
+            connector = HqHttpConnector(base_url=hq.url, token=DEFAULT_TOKEN, store_id="s1")
+            sender = Sender(store, connector, settings, Metrics(), clock=Clock())
+            running = asyncio.create_task(sender.run())
+            try:
+                async with asyncio.timeout(WAIT):
+                    await sender.wait_until(lambda: len(sim.committed) == 2)
+            finally:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+    finally:
+        await store.close()
+    assert planned[0] == (sales[0].key, "lane-6"), "the premise: the column reads otherwise"
+    assert {key: sim.committed[key]["source"] for key in sim.committed} == {
+        sales[0].key: "/stores/s1/lanes/lane-7",
+        sales[1].key: "/stores/s1/lanes/lane-8",
+    }
+    assert sim.commit_count(sales[0].key) == 1
 
 
 async def test_a_damaged_payload_is_parked_unsent_and_a_probe_of_it_does_not_stall_the_breaker(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.outbox.salvage import FILED_COLUMNS
 from edge.outbox.store import (
     Appended,
     Entry,
@@ -24,7 +26,9 @@ from edge.outbox.store import (
     UnknownItem,
     WrongState,
 )
+from edge.outbox.validate import validate
 from edge.sim.damage import flip_a_bit_in, flip_first_bit_of
+from edge.sim.registers import make_sale
 
 T0 = 1_800_000_000.0
 
@@ -468,7 +472,7 @@ async def test_a_resend_repairs_a_row_damaged_on_disk(tmp_path: Path, where: str
     store = OutboxStore(path)
     await store.open()
     try:
-        damaged = await store.payloads([first.seq, first.seq + 1])
+        damaged = await store.payloads([first.seq, first.seq + 1], now=T0)
         parked = await store.park_damaged([first.seq, first.seq + 1], "damaged", now=T0)
         asked = await store.payload_damage()
         conflict = await asyncio.gather(
@@ -477,7 +481,7 @@ async def test_a_resend_repairs_a_row_damaged_on_disk(tmp_path: Path, where: str
         repair = await store.append(entry("t-1", "basket of 41.09"), now=T0 + 9)
         repaired = await store.get("t-1")
         audit = await store.audit_log("t-1")
-        after = (await store.payloads([first.seq]), await store.payload_damage())
+        after = (await store.payloads([first.seq], now=T0 + 9), await store.payload_damage())
         # The sender read it damaged before the re-send: its park comes too late, and is not
         # done (a repaired sale parked for damage would never be re-sent again).
         late = await store.park_damaged([first.seq], "damaged", now=T0 + 10)
@@ -499,3 +503,69 @@ async def test_a_resend_repairs_a_row_damaged_on_disk(tmp_path: Path, where: str
     assert late == []
     assert still is not None
     assert still.status == "pending"
+
+
+def sale_entry(number: int, lane: str, customer: str | None = None) -> Entry:
+    """A real sale as the intake files it (its columns read from it: Entry.of)."""
+    sale = make_sale(store_id="s-1", lane_id=lane, number=number, rng=random.Random(number))
+    if customer is not None:
+        sale["customer"] = {"customer_id": customer}
+    return Entry.of(validate(json.dumps(sale).encode(), max_bytes=1 << 20).txn)
+
+
+def filed_columns(path: Path, seq: int) -> tuple[object, ...]:
+    with sqlite3.connect(path) as db:
+        return tuple(
+            db.execute(f"SELECT {FILED_COLUMNS} FROM items WHERE seq = ?", (seq,)).fetchone()
+        )
+
+
+@pytest.mark.parametrize(
+    ("column", "needle", "skip"),
+    [
+        # The record holds the columns in order: ...event type, lane, dependencies, payload.
+        ("lane", b"sale.v1lane-7", 12),  # lane-7 -> lane-6: labelled as another lane's
+        ("depends_on", b'["customer:C-77"]', 16),  # ] -> \: no longer JSON, the plan failed
+    ],
+)
+async def test_a_column_damaged_on_disk_is_restored_from_the_payload_before_sending(
+    tmp_path: Path, column: str, needle: bytes, skip: int
+) -> None:
+    """A bit flipped in a column the payload determines, not in the payload: every page is
+    valid and no index holds the column, so neither check at open sees it. The sender's
+    plan still reads the item, the read of its payload finds the column otherwise than the
+    payload says, restores it (audited) and leaves the item out of that batch; the next read
+    sends it as it was accepted."""
+    path = tmp_path / "outbox.db"
+    store = OutboxStore(path)
+    await store.open()
+    first = await store.append(sale_entry(1, "lane-7", customer="C-77"), now=T0)
+    second = await store.append(sale_entry(2, "lane-8"), now=T0)
+    await store.close()
+    accepted = filed_columns(path, first.seq)
+    flip_first_bit_of(path, needle, skip=skip)
+    damaged = filed_columns(path, first.seq)
+    store = OutboxStore(path)
+    await store.open()
+    try:
+        planned = [item.key for item in await store.due(T0 + 1, 10)]
+        read = await store.payloads([first.seq, second.seq], now=T0 + 1)
+        restored = filed_columns(path, first.seq)
+        audit = await store.audit_log(str(accepted[0]))
+        again = await store.payloads([first.seq, second.seq], now=T0 + 2)
+    finally:
+        await store.close()
+    changed = [
+        name
+        for name, a, b in zip(FILED_COLUMNS.split(", "), accepted, damaged, strict=True)
+        if a != b
+    ]
+    assert changed == [column], "the premise: only that column reads otherwise"
+    assert planned == [accepted[0], sale_entry(2, "lane-8").key], "the plan reads it"
+    assert set(read) == {second.seq}, "left out of the batch, not parked"
+    assert restored == accepted
+    assert [(a["action"], a["actor"], a["reason"]) for a in audit] == [
+        ("repair", "hub", f"{column} restored from the payload")
+    ]
+    assert again == {first.seq: sale_entry(1, "lane-7", customer="C-77").payload,
+                     second.seq: sale_entry(2, "lane-8").payload}  # fmt: skip

@@ -12,6 +12,7 @@ import pytest
 
 from edge.outbox.store import Entry, OutboxStore
 from edge.outbox.transfer import backup, import_items
+from tests.outbox.test_store import sale_entry
 
 T0 = 1_800_000_000.0
 
@@ -78,3 +79,31 @@ async def test_import_takes_the_undelivered_items_once_and_says_what_it_left(
     assert [(a["action"], a["actor"], a["reason"]) for a in audit] == [
         ("park", "edge outbox import", "parked on the hub of old.db: parked by tech: price check")
     ]
+
+
+async def test_import_takes_a_sale_as_its_payload_files_it_not_as_a_damaged_column_reads(
+    tmp_path: Path,
+) -> None:
+    """The dead hub's disk flipped a bit in a sale's dependencies (no longer JSON) and in
+    another's lane: the import takes both, filed as their payloads say."""
+    sales = [sale_entry(1, "lane-7", customer="C-77"), sale_entry(2, "lane-8")]
+    old = OutboxStore(tmp_path / "old.db")
+    await old.open()
+    for sale in sales:
+        await old.append(sale, now=T0)
+    await old.close()
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.execute("UPDATE items SET depends_on = '[\"customer:C-77\"\\' WHERE seq = 1")
+        db.execute("UPDATE items SET lane = 'lane-9' WHERE seq = 2")
+    new = OutboxStore(tmp_path / "new.db")
+    await new.open()
+    try:
+        result = await import_items(tmp_path / "old.db", new, now=T0 + 30)
+        pending = await new.list_items("pending")
+    finally:
+        await new.close()
+    assert (result.added, result.damaged) == (2, [])
+    assert [(i.key, i.lane, i.depends_on, i.payload) for i in pending] == [
+        (s.key, s.lane, s.depends_on, s.payload) for s in sales
+    ]
+    assert pending[0].depends_on == ("customer:C-77",), "the premise: a sale with one"

@@ -46,7 +46,7 @@ from pathlib import Path
 import msgspec
 
 from edge.bus.envelope import JournalResend
-from edge.outbox.transactions import decode_transaction, filed
+from edge.outbox.transactions import filed, read_filing
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def refiled(payload: bytes, stored: tuple[object, ...]) -> tuple[object, ...]:
     the sender's plan. A transaction gives all five; another JSON object with a ``txn_id``
     gives the key; anything else says nothing against ``stored``."""
     try:
-        return filed(decode_transaction(payload)).columns()
+        return filed(read_filing(payload)).columns()
     except (msgspec.DecodeError, msgspec.ValidationError):
         pass
     try:

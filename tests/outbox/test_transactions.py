@@ -26,7 +26,9 @@ from edge.outbox.transactions import (
     depends_on,
     encode_transaction,
     event_type,
+    filed,
     minor_unit_digits,
+    read_filing,
     transaction_json_schema,
 )
 
@@ -161,3 +163,19 @@ def test_transactions_are_immutable() -> None:
     txn = decoded(golden("sale_cash"))
     with pytest.raises(AttributeError):
         txn.txn_id = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+@pytest.mark.parametrize("customer", [False, True])
+def test_a_stored_transaction_s_filing_files_it_as_the_transaction_does(
+    name: str, customer: bool
+) -> None:
+    """The sender checks each row against its payload through the light :class:`Filing`, not
+    a whole decode: it must give the key, kind, event type, lane and dependencies the intake
+    filed the transaction under, for every kind, with and without a customer."""
+    document = golden(name)
+    if customer and document["kind"] in ("sale", "return", "exchange"):
+        document["customer"] = {"customer_id": "C-9"}
+    txn = decoded(document)
+    assert filed(read_filing(encode_transaction(txn))) == filed(txn)
+    assert filed(txn).depends_on == depends_on(txn)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -41,6 +41,17 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+async def run_until(sender: Sender, done: Callable[[], bool]) -> None:
+    """Run ``sender`` until ``done`` holds (``WAIT`` at most), then stop it."""
+    running = asyncio.create_task(sender.run())
+    try:
+        async with asyncio.timeout(WAIT):
+            await sender.wait_until(done)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
 
 
 @pytest.fixture
@@ -117,13 +128,7 @@ async def test_a_lane_damaged_on_disk_reaches_the_cloud_as_the_sale_was_rung_up(
         async with run_hq_api(sim=sim) as hq:
             connector = HqHttpConnector(base_url=hq.url, token=DEFAULT_TOKEN, store_id="s1")
             sender = Sender(store, connector, settings, Metrics(), clock=Clock())
-            running = asyncio.create_task(sender.run())
-            try:
-                async with asyncio.timeout(WAIT):
-                    await sender.wait_until(lambda: len(sim.committed) == 2)
-            finally:
-                running.cancel()
-                await asyncio.gather(running, return_exceptions=True)
+            await run_until(sender, lambda: len(sim.committed) == 2)
     finally:
         await store.close()
     assert planned[0] == (sales[0].key, "lane-6"), "the premise: the column reads otherwise"
@@ -161,13 +166,7 @@ async def test_a_damaged_payload_is_parked_unsent_and_a_probe_of_it_does_not_sta
                 sender.breaker.record([lost], clock.now)
             assert sender.breaker.state == "open"
             clock.now += settings.breaker_cooldown_s  # the first probe is due
-            running = asyncio.create_task(sender.run())
-            try:
-                async with asyncio.timeout(WAIT):
-                    await sender.wait_until(lambda: len(sim.committed) == 4)
-            finally:
-                running.cancel()
-                await asyncio.gather(running, return_exceptions=True)
+            await run_until(sender, lambda: len(sim.committed) == 4)
         parked = await store.get("t-0")
     finally:
         await store.close()

@@ -76,7 +76,7 @@ from edge.chaos.schedule import DEFAULT_KINDS, Episode, FaultKind, draw_schedule
 from edge.demo import NetSuiteCloud
 from edge.settings import settings_from_dict
 from edge.sim.catalogue_follower import FeedFollower, FeedRefused, IncompleteFeed, hub_records
-from edge.sim.damage import damage_a_page, flip_a_pending_amount
+from edge.sim.damage import damage_a_page, flip_a_pending_amount, flip_a_pending_dependency
 from edge.sim.netsuite.faults import FaultPlan, FaultProfile
 from edge.sim.netsuite.server import NetSuiteSim, run_netsuite_sim
 from edge.sim.process import HubProcess
@@ -952,13 +952,10 @@ class ChaosRun:
             outbox = disk.path / "outbox.db"
             damaged: list[object | None] = []
             rng = self._rng
-            damage = (
-                (lambda: damaged.append(flip_a_pending_amount(outbox, rng)))
-                if variant == "bit_rot"
-                else (lambda: damaged.append(damage_a_page(outbox, rng)))
-            )
+            how = {"bit_rot": flip_a_pending_amount, "column_rot": flip_a_pending_dependency}
+            damage_with = how.get(variant, damage_a_page)
             try:
-                await hub.kill(duration, damage)
+                await hub.kill(duration, lambda: damaged.append(damage_with(outbox, rng)))
             finally:
                 self.injected[label] += sum(1 for done in damaged if done is not None)
         elif kind is FaultKind.REJECTION:

@@ -48,7 +48,9 @@ class FaultKind(enum.StrEnum):
     ``bad_sector``, one page overwritten (it salvages the file at its start and asks the
     lanes for their journals from just before what it lost); ``bit_rot``, one bit flipped in
     a pending sale's amount, every page still valid (it never posts that sale, asks for the
-    journals, and the lane's re-send repairs it)."""
+    journals, and the lane's re-send repairs it); ``column_rot``, one bit flipped in a pending
+    sale's dependency list, which no longer parses (the hub restores it from the sale and
+    sends the sale once, as rung up)."""
 
 
 DEFAULT_KINDS: tuple[FaultKind, ...] = tuple(FaultKind)
@@ -69,7 +71,7 @@ VARIANTS: dict[FaultKind, tuple[str, ...]] = {
     FaultKind.DISK_FULL: ("below_floor", "full"),
     FaultKind.LANE_FLAP: ("off",),
     FaultKind.REJECTION: ("business_rule",),
-    FaultKind.DISK_DAMAGE: ("bad_sector", "bit_rot"),
+    FaultKind.DISK_DAMAGE: ("bad_sector", "bit_rot", "column_rot"),
 }
 
 #: (shortest, longest) episode in seconds: how long the fault lasts, or the down time.

@@ -115,3 +115,26 @@ def flip_a_pending_amount(path: Path, rng: random.Random) -> str | None:
             "SELECT payload, digest FROM items WHERE key = ?", (key,)
         ).fetchone()
     return None if hashlib.sha256(payload).digest() == digest else key
+
+
+def flip_a_pending_dependency(path: Path, rng: random.Random) -> str | None:
+    """Flip a bit in the dependency list of a pending sale drawn from ``rng`` (the chaos
+    suite's ``disk_damage:column_rot``): its first byte, so that ``[]`` reads ``Z]``, no longer
+    JSON. Every page stays valid and no index holds the column. Returns the sale's txn id;
+    None when nothing is pending, or when the flip landed in a stale copy of the row. The
+    file must not be open."""
+    checkpoint(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute(
+            "SELECT key, kind, event_type, lane, depends_on FROM items"
+            " WHERE status = 'pending' AND kind = 'sale' ORDER BY seq"
+        ).fetchall()
+    if not rows:
+        return None
+    key, kind, event_type, lane, depends_on = rng.choice(rows)
+    # A record holds its text columns one after the other, as the table declares them.
+    columns = f"{key}{kind}{event_type}{lane}".encode()
+    flip_first_bit_of(path, columns + depends_on.encode(), skip=len(columns))
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (now_reads,) = db.execute("SELECT depends_on FROM items WHERE key = ?", (key,)).fetchone()
+    return None if now_reads == depends_on else str(key)

@@ -47,6 +47,7 @@ from edge.console.server import Check, HealthSource, HttpServer, build_app
 from edge.console.web import ConsoleSource, add_console
 from edge.console.web_auth import setup_auth
 from edge.discovery import PRINTER_TYPE, Announcement, Discovery, HubAdvert
+from edge.files import SpaceReserve
 from edge.hq import api as hq_api
 from edge.hq.apply import AttributeApplier, LaneConfigApplier
 from edge.hq.commands import catalogue_sync, outbox_retry_parked
@@ -253,7 +254,9 @@ class Hub:
             store = OutboxStore(settings.outbox_path, max_group=settings.outbox.max_group)
             sender = Sender(store, connector, settings.outbox, self.metrics) if connector else None
             self.disk = DiskGuard(settings.state_dir, settings.outbox.min_free_bytes)
-            self.outbox = OutboxService(store, sender, self.disk, self.metrics)
+            size = settings.outbox.reserve_bytes
+            reserve = SpaceReserve(settings.state_dir / "space-reserve", size) if size else None
+            self.outbox = OutboxService(store, sender, self.disk, self.metrics, reserve=reserve)
             self.intake = Intake(
                 store,
                 store_id=settings.store_id,

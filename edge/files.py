@@ -34,6 +34,45 @@ def atomic_write(
     fsync_dir(path.parent)
 
 
+class SpaceReserve:
+    """A file holding ``size`` bytes of the state disk for the hub's own files. A hub started on
+    a full disk could not open its SQLite files (a WAL's shared memory, the first commit need
+    room): :meth:`release` gives the room back, and :meth:`make` takes it again once the disk
+    has it to spare. Blocking; call it from a worker thread on the hub."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+
+    def held(self) -> bool:
+        return self.path.exists()
+
+    def release(self) -> bool:
+        """Delete the reserve; False when there was none."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def make(self) -> None:
+        """Allocate the reserve (``posix_fallocate``: the blocks are the file's, no data is
+        written), durably. Raises :class:`OSError` (no space: the reserve stays missing)."""
+        tmp = self.path.with_name(f".{self.path.name}.new")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, self.size)
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename (or a new file) in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

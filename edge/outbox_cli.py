@@ -153,6 +153,9 @@ def _human(console: Console, args: argparse.Namespace, body: Any) -> None:
             ),
             ("outbox file", f"{disk.get('db_bytes', 0) / 1e6:.1f} MB"),
         ]
+        if body.get("disk_full_for_s"):
+            rows.append(("sending", "paused: the disk is full (the cloud's answers cannot be "
+                                    "recorded); goes on once space is back"))  # fmt: skip
         if body.get("salvage"):
             rows.append(("SALVAGED", body["salvage"]))
         if asked := body.get("journal_request"):

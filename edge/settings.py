@@ -104,6 +104,9 @@ class OutboxSettings(_Section):
     """Where transactions go. "none": kept (and acknowledged) but not sent anywhere yet."""
     min_free_bytes: int = 256 * 1024 * 1024
     """Below this much free space the hub refuses new transactions (STORAGE_FULL)."""
+    reserve_bytes: int = 16 * 1024 * 1024
+    """Held in ``<state_dir>/space-reserve`` while the disk has room above the floor, and given
+    back when the hub starts below it, so that it can open its files on a full disk. 0: none."""
     retention_days: float = 14.0
     """Delivered items are kept this long (for reconciliation), then pruned."""
     max_group: int = 512
@@ -580,6 +583,8 @@ def _check(s: Settings, source: str) -> None:
             raise bad(key, "must be at least 1")
     if o.min_free_bytes < 0:
         raise bad("outbox.min_free_bytes", "must not be negative")
+    if o.reserve_bytes < 0:
+        raise bad("outbox.reserve_bytes", "must not be negative")
     if o.connector == "hq_http" and not s.uplink.hq_http.url:
         raise bad("uplink.hq_http.url", 'is required when outbox.connector = "hq_http"')
     c = s.catalogue

@@ -131,6 +131,9 @@ def hub_settings(
         "bus": {"reconnect_min_s": 0.02, "reconnect_max_s": 0.2, "request_timeout_s": 5.0},
         "http": {"port": 0},
         "shutdown": {"grace_s": 2.0},
+        # The product's 16 MiB reserve in every test's state dir would add up to gigabytes
+        # in the runs pytest keeps; the full-disk tests set their own.
+        "outbox": {"reserve_bytes": 256 * 1024},
     }
     for key, value in overrides.items():
         section, _, name = key.partition("__")

@@ -46,13 +46,16 @@ from typing import Any
 
 from edge.metrics import Metrics
 from edge.outbox import policy
-from edge.outbox.store import Item, OutboxStore, StoreDamaged
+from edge.outbox.store import Item, OutboxStore, StorageFull, StoreDamaged
 from edge.settings import OutboxSettings
 from edge.uplink.base import Connector, Outbound
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
+DISK_FULL_PAUSE_S = 5.0
+"""Sending pauses this long when the cloud's answers could not be recorded for lack of disk
+space; then one batch tries again (posted again: the cloud holds it already, idempotently)."""
 RELEASE_CHUNK = 1000
 """Items made due per write when the WAN comes back (see :meth:`Sender._release_backoff`)."""
 LOOKAHEAD_MAX = 4096
@@ -116,6 +119,9 @@ class Sender:
         self._ready: collections.deque[_Ready] = collections.deque()
         self._tg: asyncio.TaskGroup | None = None
         self._throttle_until = 0.0
+        self.disk_full_until = 0.0
+        """While the disk is full nothing is sent: the cloud's answers could not be recorded,
+        and every batch would only be posted again (see :data:`DISK_FULL_PAUSE_S`)."""
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._last_prune = 0.0
@@ -163,6 +169,7 @@ class Sender:
             "breaker": self.breaker.snapshot(),
             "inflight": len(self._inflight),
             "throttled_for_s": max(0.0, self._throttle_until - self._clock()),
+            "disk_full_for_s": max(0.0, self.disk_full_until - self._clock()),
             "waiting": dict(list(self.waiting.items())[:50]),
         }
 
@@ -189,7 +196,11 @@ class Sender:
     def _may_plan_ahead(self, now: float) -> bool:
         """Batches are planned ahead only while the cloud answers normally: not while the
         breaker probes or the cloud throttles us."""
-        return self.breaker.state == "closed" and now >= self._throttle_until
+        return self.breaker.state == "closed" and now >= self._hold_until()
+
+    def _hold_until(self) -> float:
+        """Nothing is sent before this: the cloud throttles us, or the disk is full."""
+        return max(self._throttle_until, self.disk_full_until)
 
     async def _plan_and_start(self, now: float) -> None:
         capacity = self._slots - self._running
@@ -257,7 +268,7 @@ class Sender:
             capacity=capacity,
             batch_max=self._batch_max,
             breaker=self.breaker,
-            throttle_until=self._throttle_until,
+            throttle_until=self._hold_until(),
             now=now,
         )
         return plan, {item.key: item for item in due}, len(rows)
@@ -316,6 +327,8 @@ class Sender:
             raise
         except StoreDamaged as exc:  # the hub stops on it (OutboxService), and salvages
             log.error("outbox: batch starting at seq %d not sent: %s", items[0].seq, exc)
+        except StorageFull as exc:
+            self._hold_for_disk(items[0].seq, exc)
         except Exception:
             # A connector or store bug: the items stay pending and are tried again later.
             log.exception("outbox: batch starting at seq %d failed", items[0].seq)
@@ -328,6 +341,20 @@ class Sender:
             self.batches_sent += 1
             self._pulse()
             self.wake()
+
+    def _hold_for_disk(self, seq: int, exc: StorageFull) -> None:
+        """The cloud answered but the disk has no room to record it: the batch stays pending
+        (sent again once there is room; both connectors are idempotent), and nothing more is
+        sent for :data:`DISK_FULL_PAUSE_S`, again and again until a record succeeds."""
+        now = self._clock()
+        if not self.disk_full_until:
+            log.warning(
+                "outbox: the disk is full: the cloud's answers cannot be recorded (batch from "
+                "seq %d: %s); sending pauses until space returns",
+                seq, exc,
+            )  # fmt: skip
+        self.disk_full_until = now + DISK_FULL_PAUSE_S
+        self._drop_ready()
 
     def _assess(self, items: Sequence[Item], outcomes: Sequence[policy.Outcome]) -> _Verdict:
         """What the cloud's answers mean for each item, the breaker and the throttle (no I/O:
@@ -387,6 +414,9 @@ class Sender:
         now = verdict.now
         if verdict.delivered:
             await self._store.mark_delivered(verdict.delivered, now=now)
+            if self.disk_full_until:
+                log.warning("outbox: space is back: the cloud's answers are recorded again")
+                self.disk_full_until = 0.0
             self._metrics.outbox_delivered.inc(len(verdict.delivered))
             self.rates._delivered += len(verdict.delivered)
         if verdict.parked:
@@ -425,7 +455,7 @@ class Sender:
             return idle
         # Wake at the earliest future event; the idle poll bounds the wait (and is > 0, so a
         # due-but-held item cannot spin the loop).
-        events = [self._throttle_until, self.breaker.next_probe_at, await self._store.next_due_at()]
+        events = [self._hold_until(), self.breaker.next_probe_at, await self._store.next_due_at()]
         future = [at - now for at in events if at is not None and at > now]
         return min([idle, *future])
 

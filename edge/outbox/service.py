@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from edge.bus.envelope import JournalResend
+from edge.files import SpaceReserve
 from edge.metrics import Metrics
 from edge.outbox.intake import DiskGuard
 from edge.outbox.salvage import (
@@ -43,6 +44,7 @@ class OutboxService:
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        reserve: SpaceReserve | None = None,
     ) -> None:
         self.store = store
         self.sender = sender
@@ -51,11 +53,16 @@ class OutboxService:
         self._clock = clock
         self._monotonic = monotonic
         self._opened_at = 0.0
+        self._reserve = reserve
+        self.reserve_held = asyncio.Event()
+        """Set while the space reserve is held (:meth:`run_metrics` takes it back)."""
 
     async def open(self) -> None:
         """Open the store. A damaged file is salvaged first (edge.outbox.salvage): the hub
-        starts on every item that could be read, and says what could not."""
+        starts on every item that could be read, and says what could not. On a disk below
+        the floor the space reserve is released first: the hub's files need room to open."""
         self._opened_at = self._clock()
+        await self._release_reserve_if_full()
         await asyncio.to_thread(finish_interrupted, self.store.path)
         try:
             await self.store.open(mark_running=True)
@@ -73,6 +80,38 @@ class OutboxService:
                 "outbox: the last run ended without closing the outbox; the registers are "
                 "asked to re-send their journals from the last sale it holds"
             )
+
+    async def _release_reserve_if_full(self) -> None:
+        reserve = self._reserve
+        if reserve is None:
+            return
+        free = self._disk.free_bytes(self._monotonic())
+        if free < self._disk.floor_bytes and await asyncio.to_thread(reserve.release):
+            log.warning(
+                "outbox: the disk is below its floor (%d bytes free, floor %d): released the "
+                "%d-byte space reserve so that the hub can open its files; sales are refused "
+                "STORAGE_FULL until space returns",
+                free, self._disk.floor_bytes, reserve.size,
+            )  # fmt: skip
+        if await asyncio.to_thread(reserve.held):
+            self.reserve_held.set()
+        else:
+            self.reserve_held.clear()
+
+    async def _keep_reserve(self, free: int) -> None:
+        """Take the space reserve again once the disk has it to spare above the floor."""
+        reserve = self._reserve
+        if reserve is None or self.reserve_held.is_set():
+            return
+        if free - reserve.size < self._disk.floor_bytes:
+            return
+        try:
+            await asyncio.to_thread(reserve.make)
+        except OSError as exc:
+            log.warning("outbox: the %d-byte space reserve not made: %s", reserve.size, exc)
+            return
+        self.reserve_held.set()
+        log.info("outbox: holding a %d-byte space reserve in %s", reserve.size, reserve.path)
 
     def salvage_notice(self) -> str | None:
         """The last salvage, while its damaged file is still on disk (a technician removes
@@ -131,6 +170,7 @@ class OutboxService:
             "breaker": sender.get("breaker", {"state": "n/a"}),
             "inflight": sender.get("inflight", 0),
             "throttled_for_s": sender.get("throttled_for_s", 0.0),
+            "disk_full_for_s": sender.get("disk_full_for_s", 0.0),
             "waiting": sender.get("waiting", {}),
             "salvage": self.salvage_notice(),
             "journal_request": msgspec.to_builtins(await self.journal_request()),
@@ -181,5 +221,7 @@ class OutboxService:
             m.outbox_oldest_age.set(
                 self._clock() - stats.oldest_pending_at if stats.oldest_pending_at else 0
             )
-            m.disk_free_bytes.set(self._disk.free_bytes(self._monotonic()))
+            free = self._disk.free_bytes(self._monotonic())
+            m.disk_free_bytes.set(free)
+            await self._keep_reserve(free)
             await asyncio.sleep(METRICS_EVERY_S)

@@ -366,7 +366,15 @@ def _mark_running(db: sqlite3.Connection) -> UncleanStop | None:
     """On the writer: what the last run left (see :class:`UncleanStop`), then this run's mark."""
     unclean = db.execute("SELECT 1 FROM meta WHERE name = 'running'").fetchone() is not None
     (last,) = db.execute("SELECT max(accepted_at) FROM items").fetchone()
-    db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('running', '1')")
+    try:
+        db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('running', '1')")
+    except sqlite3.OperationalError as exc:
+        if not _is_full(exc):
+            raise
+        # The hub starts all the same (sales are refused STORAGE_FULL until space returns).
+        # A mark left by the run before stays; without one, an unclean end of this run goes
+        # unseen by the next start.
+        log.warning("outbox: the disk is full: this run is not marked as running (%s)", exc)
     return UncleanStop(last) if unclean and last is not None else None
 
 

@@ -225,6 +225,57 @@ async def test_disk_floor_refuses_then_recovers_by_itself(
     assert keys == [sale(10)["txn_id"], sale(11)["txn_id"]]
 
 
+async def test_a_hub_started_on_a_full_disk_runs_and_takes_sales_once_space_returns(
+    tmp_path: Path, broker: MosquittoProcess
+) -> None:
+    """The hub stopped, and the disk filled up to the last byte before it started again (a
+    power cut, a runaway log). Its SQLite files need room to open (a WAL's shared memory, the
+    first commit): it gives back its space reserve, starts, refuses sales with the retryable
+    STORAGE_FULL, takes them once space returns, and holds its reserve again."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                          capture_output=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    reserve = mount / "state" / "space-reserve"
+    try:
+        settings = hub_settings(mount, broker_port=broker.port,
+                                outbox__min_free_bytes=16 * 1024 * 1024,
+                                outbox__reserve_bytes=8 * 1024 * 1024)  # fmt: skip
+        async with run_hub(settings) as hub, lane_client(broker.port) as lane:
+            assert hub.outbox is not None
+            await asyncio.wait_for(hub.outbox.reserve_held.wait(), 10)
+            assert (await lane.request(SUBMIT, sale(10))).ok
+        # A clean stop removed the outbox's -wal and -shm: the next open must make them.
+        leftovers = sorted(p.name for p in (mount / "state").glob("outbox.db-*"))
+        ballast = mount / "ballast"
+        with ballast.open("wb") as fill, contextlib.suppress(OSError):
+            while True:
+                fill.write(b"\0" * 65536)
+                fill.flush()
+        full = os.statvfs(mount).f_bavail
+        async with run_hub(settings) as hub, lane_client(broker.port) as lane:
+            assert hub.outbox is not None
+            hub.disk.interval_s = 0  # re-read free space at every request
+            given_back = not reserve.exists()
+            refused = await lane.request(SUBMIT, sale(11))
+            ballast.unlink()
+            accepted = await lane.request(SUBMIT, sale(11))
+            await asyncio.wait_for(hub.outbox.reserve_held.wait(), 10)
+            keys = [k for k, _ in rows(hub)]
+            held = reserve.stat().st_size
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    assert (leftovers, full) == ([], 0), "the premise: a clean stop, then not a byte free"
+    assert given_back
+    assert refused.error is not None
+    assert (refused.error.code, refused.error.retryable) == ("STORAGE_FULL", True)
+    assert accepted.ok
+    assert keys == [sale(10)["txn_id"], sale(11)["txn_id"]]
+    assert held == 8 * 1024 * 1024
+
+
 async def test_delivery_parked_item_blocks_only_its_dependents_and_retry_delivers(
     tmp_path: Path, broker: MosquittoProcess
 ) -> None:

@@ -181,3 +181,20 @@ async def test_short_chaos_run_is_clean_and_really_injects_every_fault(tmp_path:
     assert t["delivered"] + t["parked"] == t["acked"]
     assert t["amounts_checked"] >= t["delivered"], "every sale's amount in the cloud checked"
     assert summary["catalogue"]["lanes_equal"] == 3
+
+
+def test_checker_finds_a_hub_that_exited_or_did_not_start() -> None:
+    """A hub that crashes or cannot start again (a full disk) takes the store's printers,
+    scales and catalogue down with its sales: every such exit and failed start is a
+    finding, even when no sale was lost."""
+    findings, _ = check(
+        Records(
+            rung=frozenset(),
+            acked=frozenset(),
+            cloud={},
+            hub_exits=("exit 1: outbox: ... is damaged",),
+            hub_start_failures=("hub exited before ready: sqlite3.OperationalError: full",),
+        )
+    )
+    assert [(f.kind, f.subject) for f in findings] == [(FindingKind.HUB_DOWN, "hub")] * 2
+    assert "did not start: hub exited before ready" in findings[1].detail

@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -328,7 +329,7 @@ class SupervisedHub:
                 await self.process.start(timeout=60)
             except AssertionError as exc:
                 if not self._down:
-                    self.start_failures.append(str(exc).splitlines()[-1][:300])
+                    self.start_failures.append(_why_not_started(str(exc)))
                     log.warning("chaos: the hub did not start: %s", self.start_failures[-1])
                     await asyncio.sleep(RESTART_AFTER_S)
                 continue
@@ -360,6 +361,14 @@ class SupervisedHub:
     async def wait_ready(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
             await self.ready.wait()
+
+
+def _why_not_started(text: str) -> str:
+    """The first line of a failed start's message and the last error its log names (the
+    frames of an exception group's traceback say nothing)."""
+    lines = [line.strip(" |+-") for line in text.splitlines()]
+    errors = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Group)\b", line)]
+    return " ".join([lines[0] if lines else "", *errors[-1:]])[:300]
 
 
 # -- the lanes --------------------------------------------------------------------------------
@@ -1152,6 +1161,8 @@ class ChaosRun:
             lane_catalogues=lane_catalogues if hub_catalogue is not None else {},
             rung_amounts={k: v for lane in lanes for k, v in lane.figures.amounts.items()},
             cloud_amounts=cloud_amounts,
+            hub_exits=tuple(hub.unplanned_exits),
+            hub_start_failures=tuple(hub.start_failures),
         )
         findings, tally = check(records)
         if drain_s is None and not any(f.kind == "stuck" for f in findings):

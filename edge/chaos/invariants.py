@@ -14,7 +14,10 @@ What a chaos run must end with, after the faults stopped and the backlog drained
 - **nothing is stuck**: once the faults stopped and the drain had its time, nothing is still
   waiting in the outbox;
 - **no valid sale refused for good** by the hub (the lanes only ring up valid sales);
-- **every register's catalogue equals the hub's** (same cursor, same records).
+- **every register's catalogue equals the hub's** (same cursor, same records);
+- **the hub rides out every fault**: it never exits by itself and always starts again after a
+  SIGKILL, a full disk included (a hub down takes the store's printers, scales and catalogue
+  with it, not only its sales).
 
 Each violation is a :class:`Finding`; the run is clean when there are none.
 """
@@ -39,6 +42,7 @@ class FindingKind(enum.StrEnum):
     REFUSED = "refused"
     CATALOGUE_DIFFERS = "catalogue_differs"
     ALTERED = "altered"
+    HUB_DOWN = "hub_down"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,10 @@ class Records:
     """Transaction id -> what the lane rang up, as the cloud's record adds it up."""
     cloud_amounts: Mapping[str, Decimal] = field(default_factory=dict)
     """Transaction id -> what the cloud's record adds up to."""
+    hub_exits: tuple[str, ...] = ()
+    """How each exit of the hub that no fault caused ended (its code and last log lines)."""
+    hub_start_failures: tuple[str, ...] = ()
+    """Why each start of the hub failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +190,10 @@ def check(records: Records) -> tuple[list[Finding], Tally]:
                     f"{differ} of {len(keys)} records differ",
                 )
             )
+    for exit_ in records.hub_exits:
+        findings.append(Finding(FindingKind.HUB_DOWN, "hub", f"exited by itself: {exit_}"))
+    for failure in records.hub_start_failures:
+        findings.append(Finding(FindingKind.HUB_DOWN, "hub", f"did not start: {failure}"))
     per_kind = dict.fromkeys(FindingKind, 0)
     for finding in findings:
         per_kind[finding.kind] += 1

@@ -64,8 +64,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             True,
         ),
         ("hub starts / SIGKILLs", f"{hub['starts']} / {hub['sigkills']}", True),
-        ("hub exits by itself", str(len(hub["unplanned_exits"])), True),
-        ("hub start failures", str(len(hub["start_failures"])), True),
+        ("hub exits by itself", str(len(hub["unplanned_exits"])), not hub["unplanned_exits"]),
+        ("hub start failures", str(len(hub["start_failures"])), not hub["start_failures"]),
         ("broker starts", str(summary["broker_starts"]), True),
         (
             "catalogue: lanes equal to the hub",

@@ -17,7 +17,7 @@ import struct
 import subprocess
 import sys
 import termios
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,21 @@ def sale(n: int, lane: str = "lane-1", **changes: Any) -> dict[str, Any]:
     txn = make_sale(store_id="s1", lane_id=lane, number=n, rng=random.Random(n))
     txn.update(changes)
     return txn
+
+
+@contextlib.contextmanager
+def small_disk(tmp_path: Path, size_mb: int) -> Iterator[Path]:
+    """A tmpfs of ``size_mb`` MiB a test can really fill (skipped where mounting is refused)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mount)],
+                          capture_output=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def rows(hub: Hub) -> list[tuple[str, str]]:
@@ -193,13 +208,7 @@ async def test_disk_floor_refuses_then_recovers_by_itself(
     """A really full filesystem (a small tmpfs filled with ballast): the hub refuses new sales
     with the retryable STORAGE_FULL, /readyz says why, and once space returns it takes them
     again without anyone touching it."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)],
-                          capture_output=True, check=False)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with small_disk(tmp_path, 48) as mount:
         settings = hub_settings(
             mount, broker_port=broker.port, outbox__min_free_bytes=16 * 1024 * 1024
         )
@@ -216,8 +225,6 @@ async def test_disk_floor_refuses_then_recovers_by_itself(
             ballast.unlink()
             accepted = await lane.request(SUBMIT, sale(11))
             keys = [k for k, _ in rows(hub)]
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
     assert refused.error is not None
     assert (refused.error.code, refused.error.retryable) == ("STORAGE_FULL", True)
     assert ready["checks"]["disk"]["ok"] is False
@@ -232,14 +239,8 @@ async def test_a_hub_started_on_a_full_disk_runs_and_takes_sales_once_space_retu
     power cut, a runaway log). Its SQLite files need room to open (a WAL's shared memory, the
     first commit): it gives back its space reserve, starts, refuses sales with the retryable
     STORAGE_FULL, takes them once space returns, and holds its reserve again."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
-                          capture_output=True, check=False)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    reserve = mount / "state" / "space-reserve"
-    try:
+    with small_disk(tmp_path, 64) as mount:
+        reserve = mount / "state" / "space-reserve"
         settings = hub_settings(mount, broker_port=broker.port,
                                 outbox__min_free_bytes=16 * 1024 * 1024,
                                 outbox__reserve_bytes=8 * 1024 * 1024)  # fmt: skip
@@ -265,8 +266,6 @@ async def test_a_hub_started_on_a_full_disk_runs_and_takes_sales_once_space_retu
             await asyncio.wait_for(hub.outbox.reserve_held.wait(), 10)
             keys = [k for k, _ in rows(hub)]
             held = reserve.stat().st_size
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
     assert (leftovers, full) == ([], 0), "the premise: a clean stop, then not a byte free"
     assert given_back
     assert refused.error is not None

@@ -6,7 +6,6 @@ quiet kind, one flipped bit inside a stored transaction, which leaves every page
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import random
 import sqlite3
@@ -101,40 +100,41 @@ def flip_a_pending_amount(path: Path, rng: random.Random) -> str | None:
     Returns the sale's txn id; None when nothing is pending, or when the flip landed in a
     stale copy of the row (a free page) and the live row is intact. The file must not be
     open."""
-    checkpoint(path)
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        keys = [key for (key,) in db.execute(
-            "SELECT key FROM items WHERE status = 'pending' AND kind = 'sale' ORDER BY seq"
-        )]  # fmt: skip
-    if not keys:
-        return None
-    key = str(rng.choice(keys))
-    flip_a_bit_in(path, f'"txn_id":"{key}"'.encode(), b'"amount":"')
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        payload, digest = db.execute(
-            "SELECT payload, digest FROM items WHERE key = ?", (key,)
-        ).fetchone()
-    return None if hashlib.sha256(payload).digest() == digest else key
+    return _flip_in_a_pending_sale(
+        path, rng, "payload",
+        lambda key, _: flip_a_bit_in(path, f'"txn_id":"{key}"'.encode(), b'"amount":"'),
+    )  # fmt: skip
 
 
 def flip_a_pending_dependency(path: Path, rng: random.Random) -> str | None:
     """Flip a bit in the dependency list of a pending sale drawn from ``rng`` (the chaos
     suite's ``disk_damage:column_rot``): its first byte, so that ``[]`` reads ``Z]``, no longer
-    JSON. Every page stays valid and no index holds the column. Returns the sale's txn id;
-    None when nothing is pending, or when the flip landed in a stale copy of the row. The
-    file must not be open."""
-    checkpoint(path)
+    JSON. Every page stays valid and no index holds the column. Returns as
+    :func:`flip_a_pending_amount`."""
+
+    def flip(key: str, filed: tuple[str, ...]) -> None:
+        # A record holds its text columns one after the other, as the table declares them.
+        columns = "".join(filed[:4]).encode()
+        flip_first_bit_of(path, columns + filed[4].encode(), skip=len(columns))
+
+    return _flip_in_a_pending_sale(path, rng, "depends_on", flip)
+
+
+def _flip_in_a_pending_sale(
+    path: Path, rng: random.Random, column: str, flip: Callable[[str, tuple[str, ...]], object]
+) -> str | None:
+    """Draw a pending sale from ``rng``, ``flip(key, its key, kind, event type, lane and
+    dependencies)``, and return its key if its ``column`` now reads otherwise (the flip may
+    land in a stale copy of the row in a free page instead)."""
     with contextlib.closing(sqlite3.connect(path)) as db:
         rows = db.execute(
-            "SELECT key, kind, event_type, lane, depends_on FROM items"
+            f"SELECT key, kind, event_type, lane, depends_on, {column} FROM items"
             " WHERE status = 'pending' AND kind = 'sale' ORDER BY seq"
         ).fetchall()
     if not rows:
         return None
-    key, kind, event_type, lane, depends_on = rng.choice(rows)
-    # A record holds its text columns one after the other, as the table declares them.
-    columns = f"{key}{kind}{event_type}{lane}".encode()
-    flip_first_bit_of(path, columns + depends_on.encode(), skip=len(columns))
+    *filed, before = rng.choice(rows)
+    flip(filed[0], tuple(filed))
     with contextlib.closing(sqlite3.connect(path)) as db:
-        (now_reads,) = db.execute("SELECT depends_on FROM items WHERE key = ?", (key,)).fetchone()
-    return None if now_reads == depends_on else str(key)
+        (after,) = db.execute(f"SELECT {column} FROM items WHERE key = ?", (filed[0],)).fetchone()
+    return None if after == before else str(filed[0])

@@ -300,11 +300,11 @@ def payload_intact(payload: bytes, digest: object) -> bool:
 
 def refiled(payload: bytes, stored: tuple[object, ...]) -> tuple[object, ...]:
     """What an item's ``FILED_COLUMNS`` should read, from its intact payload; ``stored``:
-    what they read. A bit flipped in one of them (``PRAGMA quick_check`` sees nothing) is
-    undone: the key would send the sale under another id, the kind or the lane would label it
-    wrongly in the cloud, its dependencies would order it wrongly or, no longer JSON, stall
-    the sender's plan. A transaction gives all five; another JSON object with a ``txn_id``
-    gives the key; anything else says nothing against ``stored``."""
+    what they read. A bit flipped in one of them (no check of the file sees one in a column
+    no index holds) is undone: the key would send the sale under another id, the kind or the
+    lane would label it wrongly in the cloud, its dependencies would order it wrongly or, no
+    longer JSON, stall the sender's plan. A transaction gives all five; another JSON object
+    with a ``txn_id`` gives the key; anything else says nothing against ``stored``."""
     try:
         return filed(read_filing(payload)).columns()
     except (msgspec.DecodeError, msgspec.ValidationError):

@@ -86,7 +86,13 @@ from edge.outbox.salvage import (
     refiled_names,
     salvage,
 )
-from edge.outbox.transactions import Transaction, encode_transaction, filed, keys_json
+from edge.outbox.transactions import (
+    Transaction,
+    encode_transaction,
+    filed,
+    keys_from_json,
+    keys_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -304,18 +310,6 @@ _ITEM_COLUMNS = (
 )
 
 
-def _json_tuple(text: str | None) -> tuple[str, ...]:
-    # Most items have no dependencies and no flags: skip the JSON parser for "[]".
-    if not text or text == "[]":
-        return ()
-    try:
-        return tuple(json.loads(text))
-    except ValueError:
-        # A bit flipped on disk: read as none, not a failed plan. The sender's read of the
-        # payloads restores the column before the item is sent (OutboxStore.payloads).
-        return ()
-
-
 def _json_detail(text: str | None) -> Any:
     """The cloud's whole error as stored; a text that no longer parses (a bit flipped on disk)
     is shown as it reads rather than failing every listing of the item."""
@@ -334,9 +328,9 @@ def _item(row: sqlite3.Row) -> Item:
      next_attempt_at, last_error, record_id, delivered_at, parked_at, error_detail,
      flags) = row  # fmt: skip
     return Item(
-        seq, key, kind, event_type, lane, _json_tuple(depends_on), bytes(payload),
+        seq, key, kind, event_type, lane, keys_from_json(depends_on), bytes(payload),
         accepted_at, status, attempts, next_attempt_at, last_error, record_id, delivered_at,
-        parked_at, _json_detail(error_detail), _json_tuple(flags),
+        parked_at, _json_detail(error_detail), keys_from_json(flags),
     )  # fmt: skip
 
 
@@ -702,7 +696,7 @@ class OutboxStore:
             found: dict[int, bytes | None] = {}
             misfiled: dict[int, tuple[object, ...]] = {}
             rekeyed: list[str] = []
-            for seq, *stored, payload, digest in db.execute(
+            for seq, *columns, payload, digest in db.execute(
                 f"SELECT seq, {FILED_COLUMNS}, payload, digest FROM items WHERE seq IN ({marks})",
                 seqs,
             ):
@@ -710,8 +704,9 @@ class OutboxStore:
                 if not payload_intact(payload, bytes(digest)):
                     found[seq] = None
                     continue
-                should = refiled(payload, tuple(stored))
-                if should == tuple(stored):
+                stored = tuple(columns)
+                should = refiled(payload, stored)
+                if should == stored:
                     found[seq] = payload
                 elif should[0] != stored[0]:
                     rekeyed.append(f"seq {seq}")
@@ -844,7 +839,7 @@ class OutboxStore:
                     "SELECT key, payload, digest FROM items WHERE seq = ? AND status = 'pending'",
                     (seq,),
                 ).fetchone()
-                if row is None or hashlib.sha256(row["payload"]).digest() == bytes(row["digest"]):
+                if row is None or payload_intact(row["payload"], bytes(row["digest"])):
                     continue
                 db.execute(
                     "UPDATE items SET status = 'parked', parked_at = ?, last_error = ?,"

@@ -105,6 +105,7 @@ __all__ = [
     "encode_transaction",
     "event_type",
     "filed",
+    "keys_from_json",
     "keys_json",
     "minor_unit_digits",
     "read_filing",
@@ -630,6 +631,18 @@ def filed(txn: Transaction | Filing) -> Filed:
 def keys_json(keys: tuple[str, ...]) -> str:
     """Keys (dependencies, flags) as an outbox row stores them: a JSON array."""
     return json.dumps(list(keys)) if keys else "[]"
+
+
+def keys_from_json(text: str | None) -> tuple[str, ...]:
+    """The keys of :func:`keys_json`'s text. A text that no longer parses (a bit flipped on
+    disk) reads as none, not as a failed read: dependencies are restored from the payload
+    before an item is sent (edge.outbox.salvage.refiled), and flags only ask for a review."""
+    if not text or text == "[]":  # most items: skip the JSON parser
+        return ()
+    try:
+        return tuple(json.loads(text))
+    except ValueError:
+        return ()
 
 
 _encoder: Final = msgspec.json.Encoder()

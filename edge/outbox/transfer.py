@@ -7,8 +7,8 @@ half-written page never is) and checks the copy. :func:`import_items` appends th
 pending and parked items through :meth:`OutboxStore.append`, so the idempotency rules of the
 intake hold: an item already here (same txn id, same content) is left as it is, the same txn id
 with other content is a conflict to look at, and an item whose payload fails its sha256 digest
-(or whose txn id is no longer its payload's) is damaged and skipped. Delivered items are not
-imported: the cloud has them.
+is damaged and skipped; its key, kind, event type, lane and dependencies are taken from the
+payload, whatever the columns read. Delivered items are not imported: the cloud has them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edge.outbox.salvage import FILED_COLUMNS, payload_intact, refiled
 from edge.outbox.store import Entry, KeyConflict, OutboxStore
+from edge.outbox.transactions import keys_from_json
 
 IMPORT_BATCH = 500
 IMPORTER = "edge outbox import"
@@ -85,7 +86,7 @@ def undelivered(source: Path) -> list[Undelivered]:
     return found
 
 
-def _entry(stored: list[object], payload: bytes, digest: object, flags: object) -> Entry | None:
+def _entry(stored: list[object], payload: bytes, digest: object, flags: str | None) -> Entry | None:
     """The item as it was accepted: None when its payload fails its digest; its key, kind,
     event type, lane and dependencies as its payload says (edge.outbox.salvage.refiled)."""
     if not payload_intact(payload, digest):
@@ -95,12 +96,8 @@ def _entry(stored: list[object], payload: bytes, digest: object, flags: object) 
         dependencies = tuple(json.loads(depends_on))
     except ValueError:  # not a transaction, and its own column no longer parses
         return None
-    try:
-        review = tuple(json.loads(str(flags))) if flags else ()
-    except ValueError:  # flags only ask for a review: unreadable, there is none to ask
-        review = ()
     return Entry(key=key, kind=kind, event_type=event_type, lane=lane, payload=payload,
-                 depends_on=dependencies, flags=review)  # fmt: skip
+                 depends_on=dependencies, flags=keys_from_json(flags))  # fmt: skip
 
 
 async def import_items(source: Path, store: OutboxStore, *, now: float) -> Imported:

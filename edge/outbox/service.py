@@ -54,6 +54,7 @@ class OutboxService:
         self._monotonic = monotonic
         self._opened_at = 0.0
         self._reserve = reserve
+        self._reserve_failed = False
         self.reserve_held = asyncio.Event()
         """Set while the space reserve is held (:meth:`run_metrics` takes it back)."""
 
@@ -108,8 +109,11 @@ class OutboxService:
         try:
             await asyncio.to_thread(reserve.make)
         except OSError as exc:
-            log.warning("outbox: the %d-byte space reserve not made: %s", reserve.size, exc)
+            if not self._reserve_failed:  # tried again every second: said once
+                log.warning("outbox: the %d-byte space reserve not made: %s", reserve.size, exc)
+            self._reserve_failed = True
             return
+        self._reserve_failed = False
         self.reserve_held.set()
         log.info("outbox: holding a %d-byte space reserve in %s", reserve.size, reserve.path)
 

@@ -1,10 +1,13 @@
-"""Durable file replacement: a crash or a power cut leaves the old file or the new one, never a
-mix, and a completed write survives. Blocking; call it from a worker thread on the hub."""
+"""The hub's files on disk: durable replacement (a crash or a power cut leaves the old file or
+the new one, never a mix, and a completed write survives), the space reserve, and what a full
+disk looks like. Blocking; call them from a worker thread on the hub."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -32,6 +35,15 @@ def atomic_write(
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """``exc`` says the disk has no room: SQLite's SQLITE_FULL, or ``ENOSPC`` (``EDQUOT``) from
+    the operating system."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class SpaceReserve:

@@ -96,6 +96,7 @@ from edge.catalogue.model import (
     encode,
 )
 from edge.catalogue.view import MemoryCatalogue
+from edge.files import is_disk_full
 
 __all__ = ["Applied", "CatalogueStats", "CatalogueStore", "Quarantined", "Snapshot"]
 
@@ -196,11 +197,6 @@ def _rollback(db: sqlite3.Connection) -> None:
     # would fail and hide the real error.
     if db.in_transaction:
         db.execute("ROLLBACK")
-
-
-def _is_full(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
 
 
 def _chunks(values: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
@@ -744,7 +740,7 @@ class CatalogueStore:
         try:
             return await self._on_writer(lambda db: self._load(db, parts, full, now, source))
         except sqlite3.Error as exc:
-            if _is_full(exc):
+            if is_disk_full(exc):
                 raise StorageFull(f"catalogue storage full: {exc}") from exc
             raise CatalogueError(f"catalogue write failed: {exc}") from exc
 

@@ -77,6 +77,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from edge.files import is_disk_full
 from edge.outbox.salvage import (
     FILED_COLUMNS,
     SalvageReport,
@@ -363,7 +364,7 @@ def _mark_running(db: sqlite3.Connection) -> UncleanStop | None:
     try:
         db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('running', '1')")
     except sqlite3.OperationalError as exc:
-        if not _is_full(exc):
+        if not is_disk_full(exc):
             raise
         # The hub starts all the same (sales are refused STORAGE_FULL until space returns).
         # A mark left by the run before stays; without one, an unclean end of this run goes
@@ -382,11 +383,6 @@ def _rollback(db: sqlite3.Connection) -> None:
     # second ROLLBACK would fail and hide the real error.
     if db.in_transaction:
         db.execute("ROLLBACK")
-
-
-def _is_full(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
 
 
 class OutboxStore:
@@ -554,7 +550,7 @@ class OutboxStore:
             log.error("outbox: group of %d rolled back: %s", len(group), exc)
             if is_damage(exc):
                 return self._damaged(exc)
-            if _is_full(exc):
+            if is_disk_full(exc):
                 return StorageFull(f"outbox storage full: {exc}")
             return OutboxError(f"outbox write failed: {exc}")
         except Exception as exc:  # the whole group failed and was rolled back
@@ -1146,6 +1142,6 @@ class OutboxStore:
         try:
             return await self._on_writer(run)
         except sqlite3.Error as exc:
-            if _is_full(exc):
+            if is_disk_full(exc):
                 raise StorageFull(f"outbox storage full: {exc}") from exc
             raise

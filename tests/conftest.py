@@ -10,7 +10,7 @@ import contextlib
 import getpass
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +180,29 @@ async def lane_client(
         **kwargs,
     ) as client:
         yield client
+
+
+@contextlib.contextmanager
+def small_disk(tmp_path: Path, size_mb: int) -> Iterator[Path]:
+    """A tmpfs of ``size_mb`` MiB a test can really fill (skipped where mounting is refused)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mount)],
+                          capture_output=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_to_the_last_byte(mount: Path) -> Path:
+    """Fill the filesystem at ``mount`` with a ballast file until not a byte is free; returns
+    the ballast (unlink it to give the space back)."""
+    ballast = mount / "ballast"
+    with ballast.open("wb") as fill, contextlib.suppress(OSError):
+        while True:
+            fill.write(b"\0" * 65536)
+            fill.flush()
+    return ballast

@@ -19,6 +19,11 @@ A register that speaks on the broker is enrolled on first contact when ``auto_en
 certificate can speak on the broker's LAN listener, so first contact already means "enrolled
 by a technician". One only seen on mDNS stays ``discovered`` until a technician acts. Every
 transition is logged, stored with its reason, and counted in ``edge_lanes{state}``.
+
+A full disk does not stop the registry: what cannot be saved is held in memory (the lanes as
+they are now, and up to :data:`HELD_TRANSITIONS_MAX` transitions, the oldest dropped first),
+shown as it is, and saved with the next change or timer tick once the disk has room. A restart
+while the disk is full loses only what was held.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from edge.bus.envelope import LaneStatus
+from edge.files import is_disk_full
 from edge.lanes.lifecycle import (
     Event,
     Lane,
@@ -48,6 +54,8 @@ from edge.lanes.lifecycle import (
 )
 
 log = logging.getLogger(__name__)
+HELD_TRANSITIONS_MAX = 1000
+"""Transitions held in memory while the disk is full; beyond it the oldest are dropped."""
 _decode_status = msgspec.json.Decoder(LaneStatus).decode
 
 _SCHEMA = """
@@ -58,6 +66,9 @@ CREATE TABLE IF NOT EXISTS transitions (
 );
 CREATE INDEX IF NOT EXISTS transitions_by_device ON transitions (device_id, id);
 """
+
+
+_HISTORY_KEYS = ("at", "before", "after", "event", "reason")
 
 
 class LaneStore:
@@ -84,14 +95,15 @@ class LaneStore:
             self._db.close()
             self._db = None
 
-    def save(self, lane: Lane, transitions: list[Transition]) -> None:
+    def save(self, lanes: Sequence[Lane], transitions: Sequence[Transition]) -> None:
+        """One transaction: all or nothing (``sqlite3.OperationalError`` on a full disk)."""
         db = self._require()
         with db:
             db.execute("BEGIN")
-            db.execute(
+            db.executemany(
                 "INSERT INTO lanes (device_id, data) VALUES (?, ?) "
                 "ON CONFLICT (device_id) DO UPDATE SET data = excluded.data",
-                (lane.device_id, msgspec.json.encode(lane)),
+                [(lane.device_id, msgspec.json.encode(lane)) for lane in lanes],
             )
             db.executemany(
                 "INSERT INTO transitions (device_id, at, before, after, event, reason) "
@@ -105,8 +117,7 @@ class LaneStore:
             "ORDER BY id DESC LIMIT ?",
             (device_id, limit),
         )
-        keys = ("at", "before", "after", "event", "reason")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        return [dict(zip(_HISTORY_KEYS, row, strict=True)) for row in rows]
 
     def _require(self) -> sqlite3.Connection:
         if self._db is None:
@@ -135,6 +146,10 @@ class LaneRegistry:
         self._by_lane_id: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self.changed = asyncio.Condition()
+        # Not saved yet: the disk was full (see the module docstring).
+        self._unsaved: dict[str, Lane] = {}
+        self._held: list[Transition] = []
+        self._dropped = 0
 
     async def open(self) -> None:
         self._lanes = await asyncio.to_thread(self._store.open)
@@ -142,6 +157,14 @@ class LaneRegistry:
         self._report()
 
     async def close(self) -> None:
+        if self._unsaved:
+            await self._save([], [])
+        if self._unsaved:
+            log.warning(
+                "lanes: the disk is still full: %d lane states and %d transitions are lost "
+                "with this stop (the registers report again when they reconnect)",
+                len(self._unsaved), len(self._held),
+            )  # fmt: skip
         await asyncio.to_thread(self._store.close)
 
     # -- inputs -----------------------------------------------------------------------------
@@ -200,6 +223,8 @@ class LaneRegistry:
                 lane, transitions = tick(self._lanes[device_id], now, self.timers)
                 if transitions:
                     await self._commit(lane, transitions)
+            if self._unsaved:
+                await self._save([], [])
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -231,8 +256,15 @@ class LaneRegistry:
             counts[lane.state] += 1
         return counts
 
-    async def history(self, device_id: str) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self._store.transitions, device_id)
+    async def history(self, device_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The device's transitions, newest first, those held in memory included."""
+        held = [
+            dict(zip(_HISTORY_KEYS, (t.at, t.before, t.after, t.event, t.reason), strict=True))
+            for t in reversed(self._held)
+            if t.device_id == device_id
+        ]
+        stored = await asyncio.to_thread(self._store.transitions, device_id, limit)
+        return (held + stored)[:limit]
 
     # -- internals --------------------------------------------------------------------------
 
@@ -281,7 +313,7 @@ class LaneRegistry:
             return lane
 
     async def _commit(self, lane: Lane, transitions: list[Transition]) -> None:
-        await asyncio.to_thread(self._store.save, lane, transitions)
+        await self._save([lane], transitions)
         self._lanes[lane.device_id] = lane
         if lane.lane_id:
             self._by_lane_id[lane.lane_id] = lane.device_id
@@ -298,6 +330,35 @@ class LaneRegistry:
             self._report()
             async with self.changed:
                 self.changed.notify_all()
+
+    async def _save(self, lanes: list[Lane], transitions: list[Transition]) -> None:
+        """Save ``lanes`` and ``transitions`` with whatever a full disk held back; on a full
+        disk, hold them all (raises any other error, holding nothing new)."""
+        unsaved = self._unsaved | {lane.device_id: lane for lane in lanes}
+        held = self._held + transitions
+        try:
+            await asyncio.to_thread(self._store.save, list(unsaved.values()), held)
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise
+            if not self._unsaved:
+                log.warning(
+                    "lanes: the disk is full (%s): lane states are kept in memory and saved "
+                    "once there is room",
+                    exc,
+                )
+            dropped = max(0, len(held) - HELD_TRANSITIONS_MAX)
+            self._unsaved, self._held = unsaved, held[dropped:]
+            self._dropped += dropped
+            return
+        if self._unsaved:
+            lost = f"; {self._dropped} older transitions were dropped" if self._dropped else ""
+            log.warning(
+                "lanes: the disk has room again: saved %d lanes and %d transitions held in "
+                "memory%s",
+                len(unsaved), len(held), lost,
+            )  # fmt: skip
+        self._unsaved, self._held, self._dropped = {}, [], 0
 
     def _report(self) -> None:
         if self._on_change is not None:

@@ -4,7 +4,9 @@ and a hub shows its registers over HTTP as they come and go (real Mosquitto, rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -14,7 +16,13 @@ import pytest
 
 from edge.lanes.lifecycle import LaneState, LaneStateError, Timers
 from edge.lanes.registry import LaneRegistry, LaneStore
-from tests.conftest import MosquittoProcess, hub_settings, run_hub
+from tests.conftest import (
+    MosquittoProcess,
+    fill_to_the_last_byte,
+    hub_settings,
+    run_hub,
+    small_disk,
+)
 
 DAY = 86400.0
 TIMERS = Timers(heartbeat_timeout_s=90, stale_after_s=3 * DAY, retire_after_s=90 * DAY)
@@ -129,6 +137,49 @@ async def test_garbage_status_changes_nothing(tmp_path: Path, payload: bytes) ->
     if payload:
         assert state_of(registry, "REG-7") == "online"
     await registry.close()
+
+
+def states_in(path: Path) -> dict[str, str]:
+    """What the file says, read by another connection (as the next start would read it)."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return {d: json.loads(data)["state"] for d, data in db.execute("SELECT * FROM lanes")}
+
+
+async def test_a_full_disk_holds_lane_changes_in_memory_until_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """The disk fills up to the last byte (a runaway log): registers that come and go are still
+    shown as they are, history included, and nothing raises; once space returns, the next
+    timer tick saves what was held, and a restart finds it."""
+    clock = Clock()
+    with small_disk(tmp_path, 8) as mount:
+        path = mount / "lanes.db"
+        registry = LaneRegistry(LaneStore(path), TIMERS, clock=clock)
+        await registry.open()
+        await registry.on_presence("lane-01", online("REG-1"))
+        ballast = fill_to_the_last_byte(mount)
+        clock.now += 5
+        await registry.on_presence("lane-02", online("REG-2"))
+        await registry.on_presence("lane-01", b'{"v": 1, "state": "offline"}')
+        await registry.tick()  # tries again, still full
+        shown = {row["device_id"]: row["state"] for row in registry.snapshot()}
+        history = [h["after"] for h in await registry.history("REG-1")]
+        on_disk_while_full = states_in(path)
+        ballast.unlink()
+        await registry.tick()
+        saved = states_in(path)
+        await registry.close()
+        again = LaneRegistry(LaneStore(path), TIMERS, clock=clock)
+        await again.open()
+        after_restart = {row["device_id"]: row["state"] for row in again.snapshot()}
+        history_after_restart = [h["after"] for h in await again.history("REG-1")]
+        await again.close()
+    assert on_disk_while_full == {"REG-1": "online"}, "the premise: nothing more was saved"
+    assert shown == {"REG-1": "offline", "REG-2": "online"}
+    assert history == ["offline", "online", "enrolled", "discovered"]
+    assert saved == shown
+    assert after_restart == shown
+    assert history_after_restart == history
 
 
 LANE_SCRIPT = """

@@ -14,10 +14,9 @@ import re
 import shutil
 import sqlite3
 import struct
-import subprocess
 import sys
 import termios
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,14 @@ from edge.sim import HqApiSimulator, WanProxy, run_hq_api
 from edge.sim.damage import damage_page_holding, flip_a_bit_in
 from edge.sim.process import write_config
 from edge.sim.registers import SimLane, make_sale
-from tests.conftest import MosquittoProcess, hub_settings, lane_client, run_hub
+from tests.conftest import (
+    MosquittoProcess,
+    fill_to_the_last_byte,
+    hub_settings,
+    lane_client,
+    run_hub,
+    small_disk,
+)
 from tests.schemas import validate_reply
 
 TOPICS = Topics("s1")
@@ -47,21 +53,6 @@ def sale(n: int, lane: str = "lane-1", **changes: Any) -> dict[str, Any]:
     txn = make_sale(store_id="s1", lane_id=lane, number=n, rng=random.Random(n))
     txn.update(changes)
     return txn
-
-
-@contextlib.contextmanager
-def small_disk(tmp_path: Path, size_mb: int) -> Iterator[Path]:
-    """A tmpfs of ``size_mb`` MiB a test can really fill (skipped where mounting is refused)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mount)],
-                          capture_output=True, check=False)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def rows(hub: Hub) -> list[tuple[str, str]]:
@@ -250,11 +241,7 @@ async def test_a_hub_started_on_a_full_disk_runs_and_takes_sales_once_space_retu
             assert (await lane.request(SUBMIT, sale(10))).ok
         # A clean stop removed the outbox's -wal and -shm: the next open must make them.
         leftovers = sorted(p.name for p in (mount / "state").glob("outbox.db-*"))
-        ballast = mount / "ballast"
-        with ballast.open("wb") as fill, contextlib.suppress(OSError):
-            while True:
-                fill.write(b"\0" * 65536)
-                fill.flush()
+        ballast = fill_to_the_last_byte(mount)
         full = os.statvfs(mount).f_bavail
         async with run_hub(settings) as hub, lane_client(broker.port) as lane:
             assert hub.outbox is not None

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from edge.metrics import Metrics
 from edge.outbox.policy import RetryLater
-from edge.outbox.sender import Sender
+from edge.outbox.sender import DISK_FULL_PAUSE_S, Sender
 from edge.outbox.store import Entry, OutboxStore
 from edge.settings import OutboxSettings
 from edge.sim.damage import flip_a_bit_in, flip_first_bit_of
 from edge.sim.hq_api import DEFAULT_TOKEN, Fault, HqApiSimulator, run_hq_api
 from edge.uplink.hq_http import HqHttpConnector
+from tests.conftest import fill_to_the_last_byte, small_disk
 from tests.outbox.test_store import sale_entry
 
 T0 = 1_800_000_000.0
@@ -176,3 +178,56 @@ async def test_a_damaged_payload_is_parked_unsent_and_a_probe_of_it_does_not_sta
     assert (parked.status, (parked.last_error or "")[:16]) == ("parked", "PAYLOAD_DAMAGED:")
     assert parked.attempts == 0, "never sent"
     assert sender.breaker.state == "closed"
+
+
+async def test_a_full_disk_pauses_sending_until_there_is_room_and_each_sale_reaches_hq_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk fills up to the last byte while sales wait to go. HQ takes a batch, but its
+    answer cannot be recorded: the items stay pending and the sender pauses (shown in
+    `edge outbox status`) instead of posting the same batch again and again. After the pause it
+    tries once more; once space returns the answers are recorded, and HQ has every sale once."""
+    clock = Clock()
+    settings = OutboxSettings(concurrency=1, batch_max=10, idle_poll_s=0.05)
+    with small_disk(tmp_path, 8) as mount:
+        store = OutboxStore(mount / "outbox.db")
+        await store.open()
+        for n in range(3):
+            await store.append(entry(f"t-{n}"), now=T0)
+        ballast = fill_to_the_last_byte(mount)
+        sim = HqApiSimulator()
+        async with run_hq_api(sim=sim) as hq:
+            connector = HqHttpConnector(base_url=hq.url, token=DEFAULT_TOKEN, store_id="s1")
+            sender = Sender(store, connector, settings, Metrics(), clock=clock)
+            running = asyncio.create_task(sender.run())
+            try:
+                async with asyncio.timeout(WAIT):
+                    await sender.wait_until(lambda: sender.batches_sent == 1)
+                    paused_for = sender.snapshot()["disk_full_for_s"]
+                    clock.now += DISK_FULL_PAUSE_S  # the pause is over; the disk still full
+                    sender.wake()
+                    await sender.wait_until(lambda: sender.batches_sent == 2)
+                    paused_again_for = sender.snapshot()["disk_full_for_s"]
+                    ballast.unlink()
+                    clock.now += DISK_FULL_PAUSE_S
+                    sender.wake()
+                    await sender.wait_until(_nothing_pending(store))
+                resumed = sender.snapshot()["disk_full_for_s"]
+            finally:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+                await store.close()
+    assert paused_for == paused_again_for == DISK_FULL_PAUSE_S
+    assert resumed == 0
+    assert sim.stats.requests == 3, "one post per pause, not one per turn of the loop"
+    assert all(sim.commit_count(f"t-{n}") == 1 for n in range(3))
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("sending pauses until space returns" in m for m in said) == 1, said
+    assert sum("space is back" in m for m in said) == 1, said
+
+
+def _nothing_pending(store: OutboxStore) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return (await store.stats()).pending == 0
+
+    return check

@@ -414,9 +414,6 @@ class Sender:
         now = verdict.now
         if verdict.delivered:
             await self._store.mark_delivered(verdict.delivered, now=now)
-            if self.disk_full_until:
-                log.warning("outbox: space is back: the cloud's answers are recorded again")
-                self.disk_full_until = 0.0
             self._metrics.outbox_delivered.inc(len(verdict.delivered))
             self.rates._delivered += len(verdict.delivered)
         if verdict.parked:
@@ -424,6 +421,9 @@ class Sender:
             self._metrics.outbox_parked.inc(len(verdict.parked))
         if verdict.retry:
             await self._store.mark_retry(verdict.retry)
+        if self.disk_full_until and (verdict.delivered or verdict.parked or verdict.retry):
+            log.warning("outbox: space is back: the cloud's answers are recorded again")
+            self.disk_full_until = 0.0
         if not verdict.was_closed and self.breaker.state == "closed":
             log.info("outbox: the cloud answers again; releasing backoff of waiting items")
             await self._release_backoff(now)

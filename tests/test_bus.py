@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.bus import ERROR_CODES, Topics
+from edge.bus.client import quiet_late_writer_registration
 from tests.conftest import MosquittoProcess, hub_settings, lane_client, run_hub
 from tests.schemas import validate_reply
 
@@ -172,3 +175,37 @@ async def test_fuzzed_requests_always_get_exactly_one_valid_reply(
 
         await asyncio.to_thread(check)
         assert hub.bus.is_connected
+
+
+async def test_a_socket_closed_before_the_loop_watches_it_is_no_traceback_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The broker restarts: aiomqtt has asked the loop to watch its socket for writing, and paho
+    closes the socket before the loop gets to it. The technician's log must not show two
+    tracebacks for it; any other failed callback is still logged as an error."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(None)
+    done = asyncio.Event()
+
+    def broken() -> None:
+        raise RuntimeError("a real bug")
+
+    try:
+        quiet_late_writer_registration(loop)
+        closed, other = socket.socketpair()
+        fd = closed.fileno()
+        closed.close()
+        other.close()
+        with caplog.at_level(logging.DEBUG):
+            loop.call_soon(loop.add_writer, fd, lambda: None)
+            loop.call_soon(broken)
+            loop.call_soon(done.set)
+            await done.wait()
+    finally:
+        loop.set_exception_handler(previous)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert errors[0].exc_info is not None
+    assert isinstance(errors[0].exc_info[1], RuntimeError), "other failures are still errors"
+    assert any("not watched for writing" in r.getMessage() for r in caplog.records)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import logging
 import random
 import socket
@@ -58,6 +59,29 @@ class Message:
 
 
 MessageHandler = Callable[[Message], Awaitable[None]]
+
+
+def quiet_late_writer_registration(loop: asyncio.AbstractEventLoop) -> None:
+    """aiomqtt (2.5.1) asks the loop to watch its socket for writing with
+    ``call_soon_threadsafe``. When the broker drops the connection first (a broker restart),
+    paho has closed the socket by the time the loop gets to it: asyncio then logs "Exception in
+    callback ... add_writer" with two tracebacks, though nothing is wrong (the reconnect loop
+    takes over, and the disconnection is logged already). That case becomes one debug line;
+    every other exception goes to the loop's default handler. A handler already set is kept."""
+    if loop.get_exception_handler() is None:
+        loop.set_exception_handler(_on_loop_exception)
+
+
+def _on_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    exc = context.get("exception")
+    if (
+        isinstance(exc, OSError)
+        and exc.errno == errno.EBADF
+        and "add_writer" in repr(context.get("handle"))
+    ):
+        log.debug("bus: a closed socket was not watched for writing (broker disconnected)")
+        return
+    loop.default_exception_handler(context)
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -167,6 +191,7 @@ class Bus:
 
     async def run(self) -> None:
         """Connect, serve, reconnect; returns after :meth:`stop`, or runs until cancelled."""
+        quiet_late_writer_registration(asyncio.get_running_loop())
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             try:

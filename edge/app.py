@@ -62,7 +62,7 @@ from edge.metrics import Metrics
 from edge.outbox.intake import DiskGuard, Intake
 from edge.outbox.sender import Sender
 from edge.outbox.service import OutboxService
-from edge.outbox.store import OutboxError, OutboxStore
+from edge.outbox.store import Appended, OutboxError, OutboxStore
 from edge.relay.displays import Displays
 from edge.relay.printers import Printers
 from edge.relay.profiles import DEFAULT_DIR, ProfileError, Profiles, load_profiles
@@ -264,7 +264,7 @@ class Hub:
                 max_bytes=settings.bus.max_request_bytes,
                 clock=time.time,
                 monotonic=time.monotonic,
-                on_appended=self._on_txn_accepted,
+                on_appended=self._on_txn_appended,
                 # Built below; read at each sale. A line whose SKU the store's catalogue does
                 # not hold is accepted and flagged UNKNOWN_SKU for review (protocol.md §7).
                 unknown_skus=lambda skus: self.catalogue.store.unknown_skus(skus),
@@ -535,10 +535,14 @@ class Hub:
                 with contextlib.suppress(TimeoutError):
                     await self.bus.wait_disconnected(timeout=JOURNAL_CHECK_S)
 
-    def _on_txn_accepted(self) -> None:
-        self.metrics.outbox_accepted.inc()
-        if self.outbox is not None and self.outbox.sender is not None:
-            self.outbox.sender.note_accepted()
+    def _on_txn_appended(self, appended: Appended) -> None:
+        sender = self.outbox.sender if self.outbox is not None else None
+        if not appended.duplicate:
+            self.metrics.outbox_accepted.inc()
+            if sender is not None:
+                sender.note_accepted()
+        elif appended.repaired and sender is not None:
+            sender.wake()  # a parked item is due again: not only at the next idle poll
 
     # -- built-in methods --------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import msgspec
 
 from edge.bus import ErrorCode, RequestContext, RequestError
 from edge.outbox.store import (
+    Appended,
     Entry,
     KeyConflict,
     OutboxStore,
@@ -98,8 +99,9 @@ class Intake:
         clock: Callable[[], float],
         monotonic: Callable[[], float],
         unknown_skus: Callable[[Collection[str]], Collection[str]] | None = None,
-        on_appended: Callable[[], None] | None = None,
+        on_appended: Callable[[Appended], None] | None = None,
     ) -> None:
+        """``on_appended``: called with every append's outcome (new, duplicate or repaired)."""
         self._store = store
         self._store_id = store_id
         self._disk = disk
@@ -156,8 +158,8 @@ class Intake:
             raise RequestError(IntakeCode.STORAGE_FULL, str(exc), retryable=True) from None
         except (StoreClosed, StoreDamaged) as exc:
             raise RequestError(ErrorCode.UNAVAILABLE, str(exc), retryable=True) from None
-        if not appended.duplicate and self._on_appended is not None:
-            self._on_appended()
+        if self._on_appended is not None:
+            self._on_appended(appended)
         # 5. The ack.
         return {
             "txn_id": txn.txn_id,

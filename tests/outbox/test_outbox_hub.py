@@ -507,10 +507,12 @@ async def test_a_payload_damaged_on_disk_is_never_posted_and_its_register_s_rese
     total changes. The sender checks each payload against the digest taken when the sale was
     accepted: the damaged sale is parked by the hub and never posted, the others go; the
     registers are asked for their journals; the register's re-send repairs the sale, and HQ
-    gets it as it was rung up, once."""
+    gets it as it was rung up, once, at once (not at the sender's next idle poll)."""
     lanes = two_lanes(broker)
     async with run_hq_api(sim=HqApiSimulator()) as hq, WanProxy(hq.host, hq.port) as wan:
-        settings = outbox_settings(tmp_path, broker, f"http://127.0.0.1:{wan.port}")
+        settings = outbox_settings(
+            tmp_path, broker, f"http://127.0.0.1:{wan.port}", outbox__idle_poll_s=60
+        )
         path = settings.outbox_path
         wan.mode = "refuse"
         async with run_hub(settings):
@@ -535,6 +537,11 @@ async def test_a_payload_damaged_on_disk_is_never_posted_and_its_register_s_rese
             parked = await hub.outbox.store.find(victim)
             shown = (await hub.outbox.status())["journal_request"]
             posted_before = hq.sim.commit_count(victim)
+            # Lane 1 re-sends the sale from its journal, and no new sale follows to wake the
+            # sender: the repair must (its idle poll is a minute here).
+            async with lane_client(broker.port, "lane-1") as register:
+                resent = await register.request(SUBMIT, lanes[0].journal.sales[victim][1])
+            await asyncio.wait_for(hq.wait_until(lambda s: victim in s.committed), 10)
             await one_more_sale_each(lanes, hq, acked)
             repaired = await hub.outbox.store.find(victim)
             audit = await hub.outbox.store.audit_log(victim)
@@ -542,6 +549,7 @@ async def test_a_payload_damaged_on_disk_is_never_posted_and_its_register_s_rese
             cleared = await asyncio.wait_for(next_with(retained, lambda p: not p), 10)
     request = json.loads(message.payload)
     assert posted_before == 0, "a damaged payload is never posted"
+    assert resent.ok and resent.data is not None and resent.data["duplicate"]
     assert parked is not None
     assert (parked.status, (parked.last_error or "")[:16]) == ("parked", "PAYLOAD_DAMAGED:")
     assert request["reason"] == "1 damaged payload"

@@ -1008,9 +1008,14 @@ class OutboxStore:
                     ("delivered", "items_delivered"),
                 )
             }
-            oldest = db.execute(
-                "SELECT MIN(accepted_at) AS at FROM items WHERE status = 'pending'"
-            ).fetchone()["at"]
+            # The first pending item is the one waiting longest (also when the wall clock
+            # stepped back since). MIN(accepted_at) looked up every pending row: 14 ms a
+            # second with 50,000 sales held through an outage.
+            first = db.execute(
+                "SELECT accepted_at FROM items INDEXED BY items_pending_seq"
+                " WHERE status = 'pending' ORDER BY seq LIMIT 1"
+            ).fetchone()
+            oldest = None if first is None else first["accepted_at"]
             pages = db.execute("PRAGMA page_count").fetchone()[0]
             size = db.execute("PRAGMA page_size").fetchone()[0]
             return Stats(

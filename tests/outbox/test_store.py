@@ -291,6 +291,24 @@ async def test_outcomes_are_recorded(store: OutboxStore) -> None:
     assert (await store.get("a")).status == "delivered"  # type: ignore[union-attr]
 
 
+async def test_the_oldest_pending_age_follows_the_item_waiting_longest(store: OutboxStore) -> None:
+    """`edge outbox status` shows how long the oldest sale has waited: the first still pending,
+    whatever happened to those before it, and nothing once all are out."""
+    empty = await store.stats()
+    a = await store.append(entry("a"), now=T0)
+    b = await store.append(entry("b"), now=T0 + 60)
+    c = await store.append(entry("c"), now=T0 + 120)
+    first = await store.stats()
+    await store.mark_delivered([(a.seq, "r-a")], now=T0 + 200)
+    after_a = await store.stats()
+    await store.mark_parked([(b.seq, "X: refused", None)], now=T0 + 200)
+    after_b = await store.stats()
+    await store.mark_delivered([(c.seq, "r-c")], now=T0 + 200)
+    none_left = await store.stats()
+    ages = [s.oldest_pending_at for s in (empty, first, after_a, after_b, none_left)]
+    assert ages == [None, T0, T0 + 60, T0 + 120, None], "a parked item is not waiting"
+
+
 async def test_operator_retry_and_park_are_audited(store: OutboxStore) -> None:
     a = await store.append(entry("a"), now=T0)
     await store.append(entry("b"), now=T0)

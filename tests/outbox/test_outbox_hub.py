@@ -549,7 +549,8 @@ async def test_a_payload_damaged_on_disk_is_never_posted_and_its_register_s_rese
             cleared = await asyncio.wait_for(next_with(retained, lambda p: not p), 10)
     request = json.loads(message.payload)
     assert posted_before == 0, "a damaged payload is never posted"
-    assert resent.ok and resent.data is not None and resent.data["duplicate"]
+    assert resent.data is not None
+    assert resent.data["duplicate"], "the re-send is answered as the sale it already holds"
     assert parked is not None
     assert (parked.status, (parked.last_error or "")[:16]) == ("parked", "PAYLOAD_DAMAGED:")
     assert request["reason"] == "1 damaged payload"

@@ -279,12 +279,15 @@ def add_ack_figures(report: Report, lanes: int, rounds: list[Round], tmp: Path) 
 
 def ping_figure(lanes: int, mid: Round) -> Figure:
     """The hub's request/response layer alone (``ping``) against the echo, and what the durable
-    ack costs the hub's process on top of it."""
+    ack costs the hub's process on top of it. The ping answers with the whole sale (its data,
+    echoed), about 1 KB where the echo answers 35 bytes: that costs it a few per cent (scratch,
+    10 lanes: 0.82 of the echo, 0.89 with a tiny request and reply)."""
     ping, hub, echo = mid.ping, mid.hub, mid.echo
     return Figure(
         f"hub ping req/s, {lanes} lanes", ping.rate, "req/s", "bare echo", echo.rate,
         "(reported)", True,
-        f"the hub's request/response layer without the intake; its process "
+        f"the hub's request/response layer without the intake (its reply echoes the sale, "
+        f"about 1 KB against the echo's 35 bytes); its process "
         f"{ping.cpu.responder_us:.0f} µs/request vs the echo's {echo.cpu.responder_us:.0f}; "
         f"a durable ack adds {hub.cpu.responder_us - ping.cpu.responder_us:.0f} µs "
         f"(validation, the fsynced group commit, the ack)",

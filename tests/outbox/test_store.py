@@ -524,8 +524,10 @@ async def test_a_resend_repairs_a_row_damaged_on_disk(tmp_path: Path, where: str
 
 
 def sale_entry(number: int, lane: str, customer: str | None = None) -> Entry:
-    """A real sale as the intake files it (its columns read from it: Entry.of)."""
+    """A real sale as the intake files it (its columns read from it: Entry.of). The same
+    arguments give the same bytes, whenever it is called."""
     sale = make_sale(store_id="s-1", lane_id=lane, number=number, rng=random.Random(number))
+    sale["register_time"] = "2026-11-24T08:00:00Z"  # make_sale stamps the wall clock
     if customer is not None:
         sale["customer"] = {"customer_id": customer}
     return Entry.of(validate(json.dumps(sale).encode(), max_bytes=1 << 20).txn)

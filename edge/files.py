@@ -5,7 +5,6 @@ disk looks like. Blocking; call them from a worker thread on the hub."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sqlite3
 import tempfile
@@ -37,13 +36,10 @@ def atomic_write(
     fsync_dir(path.parent)
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """``exc`` says the disk has no room: SQLite's SQLITE_FULL, or ``ENOSPC`` (``EDQUOT``) from
-    the operating system."""
-    if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+def is_disk_full(exc: sqlite3.Error) -> bool:
+    """SQLite says the disk (or the file's page limit) has no room: SQLITE_FULL."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
 
 
 class SpaceReserve:
